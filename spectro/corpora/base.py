@@ -1,0 +1,89 @@
+"""What a corpus parser returns, and the registry that finds parsers by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import ConfigError, DataError
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One labelled recording. `speaker` is unique across corpora (prefixed with the corpus)."""
+
+    path: str
+    corpus: str
+    speaker: str
+    emotion: str
+    language: str
+    gender: str = ""  # "female", "male", or "" where the corpus does not say
+
+    @property
+    def stem(self) -> str:
+        return Path(self.path).stem
+
+
+@dataclasses.dataclass
+class CorpusScan:
+    """A parser's findings: utterances with canonical emotions, plus everything it did not keep.
+
+    `unmatched` holds (path, reason) for audio files that follow none of the corpus's naming
+    conventions; they are reported, never guessed. `dropped` counts recognised utterances whose
+    corpus label has no canonical emotion (e.g. IEMOCAP "frustrated"), keyed by that label.
+    """
+
+    corpus: str
+    utterances: list[Utterance] = dataclasses.field(default_factory=list)
+    unmatched: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    dropped: Counter = dataclasses.field(default_factory=Counter)
+
+
+CorpusParser = Callable[..., CorpusScan]
+_PARSERS: dict[str, CorpusParser] = {}
+
+
+def register_corpus(name: str) -> Callable[[CorpusParser], CorpusParser]:
+    """Decorator: make `parser(root, *, option=...)` available as corpus `name`."""
+
+    def decorator(parser: CorpusParser) -> CorpusParser:
+        if name in _PARSERS:
+            raise ValueError(f"corpus {name!r} is registered twice")
+        _PARSERS[name] = parser
+        return parser
+
+    return decorator
+
+
+def list_corpora() -> list[str]:
+    return sorted(_PARSERS)
+
+
+def scan_corpus(name: str, root: str | Path, **options) -> CorpusScan:
+    """Parse the corpus distribution at `root` with the parser registered as `name`."""
+    if name not in _PARSERS:
+        raise ConfigError(f"corpus={name!r} is unknown; choose one of {list_corpora()}")
+    parser = _PARSERS[name]
+    accepted = [p.name for p in inspect.signature(parser).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(f"corpus option {name}.{key} is unknown; {name} accepts {accepted or 'no options'}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"corpus {name}: path {str(root)!r} is not a folder")
+    scan = parser(root.resolve(), **options)
+    if not scan.utterances and not scan.unmatched:
+        raise DataError(f"corpus {name}: no .wav or .flac files under {str(root)!r}")
+    return scan
+
+
+def iter_audio_files(root: Path) -> Iterator[Path]:
+    """Every .wav/.flac file below `root` (any case of suffix), in a stable order."""
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file() and not path.name.startswith("."):
+            yield path
