@@ -1,0 +1,169 @@
+"""The `spectro` command: each subcommand parses its arguments, calls the library, and prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, SpectroError
+
+log = logging.getLogger("spectro")
+
+
+def _corpus_spec(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--corpus {text!r} must look like NAME=PATH, e.g. emodb=/data/EMO-DB")
+    return name.strip().lower(), path
+
+
+def _corpus_options(items: list[str]) -> dict[str, dict]:
+    import yaml
+
+    options: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        corpus, dot, option = key.partition(".")
+        if not (sep and dot and corpus and option):
+            raise ConfigError(f"--corpus-option {item!r} must look like NAME.OPTION=VALUE, e.g. iemocap.merge_excited=false")
+        options.setdefault(corpus.lower(), {})[option] = yaml.safe_load(value)
+    return options
+
+
+def _add_corpus_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--corpus", action="append", type=_corpus_spec, default=[], required=required,
+                        metavar="NAME=PATH", help="a corpus distribution; repeat for several")
+    parser.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
+                        help="a parser option, e.g. iemocap.merge_excited=false")
+    parser.add_argument("--classes", type=int, choices=[4, 5, 6, 7, 8],
+                        help="keep only this class setup's emotions (others are dropped and counted)")
+
+
+def _collect_utterances(args) -> list:
+    from .manifest import count_table, read_manifest, scan_corpora, scan_report, select_classes
+
+    if getattr(args, "manifest", None):
+        utterances = read_manifest(args.manifest)
+    else:
+        scans = scan_corpora(args.corpus, _corpus_options(args.corpus_option))
+        for scan in scans:
+            report = scan_report(scan)
+            if report:
+                print(report, file=sys.stderr)
+        utterances = [u for scan in scans for u in scan.utterances]
+    if args.classes:
+        utterances, dropped = select_classes(utterances, args.classes)
+        if dropped:
+            detail = ", ".join(f"{c}/{e} {n}" for (c, e), n in sorted(dropped.items()))
+            print(f"dropped {sum(dropped.values())} utterance(s) outside the {args.classes}-class setup: {detail}",
+                  file=sys.stderr)
+    if not utterances:
+        raise SpectroError("no utterances to work on")
+    print(count_table(utterances))
+    return utterances
+
+
+def cmd_manifest(args) -> int:
+    from .manifest import write_manifest
+
+    utterances = _collect_utterances(args)
+    write_manifest(utterances, args.out)
+    print(f"wrote {len(utterances)} rows to {args.out}")
+    return 0
+
+
+def feature_config_from_args(args):
+    from .config import FeatureConfig, apply_overrides, from_dict, load_yaml
+
+    data = load_yaml(args.config) if args.config else {}
+    if args.feature:
+        data["feature"] = args.feature
+    return from_dict(FeatureConfig, apply_overrides(data, args.set))
+
+
+def cmd_images(args) -> int:
+    from .images import build_image_dataset
+
+    config = feature_config_from_args(args)  # fail on bad settings before scanning anything
+    utterances = _collect_utterances(args)
+    result = build_image_dataset(utterances, args.out, config, workers=args.workers, progress=not args.quiet)
+    print(f"{result.written} image(s) written, {result.skipped} already present, {len(result.rejected)} rejected "
+          f"-> {result.out_dir}")
+    if result.rejected:
+        print(f"rejected files and reasons: {result.out_dir / 'rejected.csv'}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import generate_corpus
+
+    paths = generate_corpus(args.out, speakers_per_language=args.speakers,
+                            utterances_per_emotion=args.utterances, seed=args.seed)
+    print(f"{len(paths)} synthetic utterances in {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spectro", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("manifest", help="list a corpus's utterances with their labels as CSV")
+    _add_corpus_arguments(p, required=True)
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.csv")
+    p.set_defaults(run=cmd_manifest)
+
+    p = sub.add_parser("images", help="render utterances as 224x224x3 PNGs in an ImageFolder tree")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", type=Path, metavar="FILE.csv")
+    source.add_argument("--corpus", action="append", type=_corpus_spec, metavar="NAME=PATH")
+    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE")
+    p.add_argument("--classes", type=int, choices=[4, 5, 6, 7, 8])
+    p.add_argument("--feature", help="feature to render (default: mel, or the --config file's)")
+    p.add_argument("--config", type=Path, help="YAML file of feature settings (audio, spectrogram, image)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a feature setting, e.g. image.channels=grey")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_images)
+
+    p = sub.add_parser("synth", help="write the built-in synthetic emotional-speech corpus")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--speakers", type=int, default=4, help="speakers per language")
+    p.add_argument("--utterances", type=int, default=8, help="utterances per speaker and emotion")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_synth)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the built-in synthetic corpus")
+    p.add_argument("--out", type=Path, default=Path("checkpoints/demo"), metavar="DIR")
+    p.add_argument("--workers", type=int, help="processes for image generation (default: all cores)")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except SpectroError as error:
+        print(f"spectro {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spectro {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

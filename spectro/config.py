@@ -1,0 +1,209 @@
+"""Typed settings: plain YAML/dict data loaded into dataclasses that reject unknown keys.
+
+Precedence is defaults < YAML < ``--set a.b=c`` overrides. Every dataclass may define
+``validate()``; it runs after loading, so a bad value fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- feature settings
+@dataclasses.dataclass
+class AudioConfig:
+    """How a recording becomes the signal that features see."""
+
+    sample_rate: int = 16000
+    trim: bool = True  # cut leading/trailing silence quieter than trim_top_db below the peak
+    trim_top_db: float = 30.0
+    normalise: bool = True  # scale to `peak` so recording level does not leak into features
+    peak: float = 0.95
+    duration: float | None = 3.0  # seconds after trimming; None keeps each utterance's length
+    align: Literal["center", "start"] = "center"  # where to crop long and pad short signals
+
+    def validate(self) -> None:
+        _require(self.sample_rate > 0, "audio.sample_rate", self.sample_rate, "must be positive")
+        _require(self.trim_top_db > 0, "audio.trim_top_db", self.trim_top_db, "must be positive")
+        _require(0 < self.peak <= 1, "audio.peak", self.peak, "must be in (0, 1]")
+        _require(self.duration is None or self.duration > 0, "audio.duration", self.duration,
+                 "must be positive or null")
+
+
+@dataclasses.dataclass
+class SpectrogramConfig:
+    """Short-time analysis and mel scale, named as librosa names them."""
+
+    n_fft: int = 1024
+    hop_length: int = 160  # 10 ms at 16 kHz
+    win_length: int | None = 400  # 25 ms at 16 kHz
+    n_mels: int = 128
+    fmin: float = 20.0
+    fmax: float | None = None  # None = sample_rate / 2
+    top_db: float = 80.0  # dynamic range kept below each utterance's maximum
+    n_mfcc: int = 40
+
+    def validate(self) -> None:
+        for name in ("n_fft", "hop_length", "n_mels", "n_mfcc"):
+            value = getattr(self, name)
+            _require(value > 0, f"spectrogram.{name}", value, "must be a positive integer")
+        _require(self.win_length is None or 0 < self.win_length <= self.n_fft, "spectrogram.win_length",
+                 self.win_length, f"must be in (0, n_fft={self.n_fft}] or null")
+        _require(self.fmin >= 0, "spectrogram.fmin", self.fmin, "must be >= 0")
+        _require(self.fmax is None or self.fmax > self.fmin, "spectrogram.fmax", self.fmax,
+                 f"must exceed fmin={self.fmin} or be null")
+        _require(self.top_db > 0, "spectrogram.top_db", self.top_db, "must be positive")
+        _require(self.n_mfcc <= self.n_mels, "spectrogram.n_mfcc", self.n_mfcc,
+                 f"must not exceed n_mels={self.n_mels}")
+
+
+@dataclasses.dataclass
+class ImageConfig:
+    """How a feature matrix becomes the RGB picture an ImageNet CNN expects."""
+
+    size: int = 224
+    channels: Literal["colormap", "grey", "deltas"] = "colormap"
+    colormap: str = "viridis"  # any matplotlib colour map; used when channels = colormap
+
+    def validate(self) -> None:
+        _require(self.size >= 16, "image.size", self.size, "must be at least 16 pixels")
+        if self.channels == "colormap":
+            import matplotlib
+
+            _require(self.colormap in matplotlib.colormaps, "image.colormap", self.colormap,
+                     "must name a matplotlib colour map")
+
+
+@dataclasses.dataclass
+class FeatureConfig:
+    """Everything that decides what an image looks like; saved with every image tree and checkpoint."""
+
+    feature: str = "mel"
+    audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
+    spectrogram: SpectrogramConfig = dataclasses.field(default_factory=SpectrogramConfig)
+    image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+
+    def validate(self) -> None:
+        from .features import list_features
+
+        _require(self.feature in list_features(), "feature", self.feature, f"must be one of {list_features()}")
+        fmax = self.spectrogram.fmax
+        _require(fmax is None or fmax <= self.audio.sample_rate / 2, "spectrogram.fmax", fmax,
+                 f"must not exceed sample_rate/2={self.audio.sample_rate / 2}")
+
+
+# --------------------------------------------------------------------------- loading machinery
+def _require(ok: bool, name: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} {rule}")
+
+
+def from_dict(cls: type[T], data: dict | None, *, prefix: str = "") -> T:
+    """Build dataclass `cls` from plain data, rejecting unknown keys and wrong types."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown setting {prefix}{unknown[0]!s}; valid keys here: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in data.items()}
+    obj = cls(**kwargs)
+    _validate_tree(obj)
+    return obj
+
+
+def _validate_tree(obj: Any) -> None:
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if dataclasses.is_dataclass(value):
+            _validate_tree(value)
+    if hasattr(obj, "validate"):
+        obj.validate()
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, prefix=f"{name}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, name)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{name}={value!r} must be {_describe(hint)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}={value!r} must be one of {list(args)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}={value!r} must be a list")
+        return origin(_coerce(args[0], item, f"{name}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}={value!r} must be a mapping")
+        return {str(k): _coerce(args[1], v, f"{name}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{name}={value!r} must be {_describe(hint)}")
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return f"one of {list(typing.get_args(hint))}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def to_dict(obj: Any) -> dict:
+    """Plain, JSON/YAML-safe data for a config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Return a copy of `data` with each ``a.b=value`` applied; values are parsed as YAML."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data or {}

@@ -1,0 +1,195 @@
+"""The image-generation job: a manifest in, an ImageFolder tree of 224x224x3 PNGs out.
+
+Uses every core, resumes (finished images are never redone or touched), writes atomically,
+and records every file it cannot use in ``rejected.csv`` instead of stopping.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from . import __version__
+from .audio import prepare_audio
+from .config import FeatureConfig, from_dict, to_dict
+from .corpora import Utterance
+from .errors import DataError
+from .features import feature_image
+from .fileio import atomic_open, remove_stale_temporaries
+from .manifest import COLUMNS, write_manifest
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "features.json"
+MANIFEST_FILE = "manifest.csv"
+REJECTED_FILE = "rejected.csv"
+
+
+@dataclasses.dataclass
+class ImageJobResult:
+    out_dir: Path
+    written: int
+    skipped: int
+    rejected: list[tuple[Utterance, str]]
+
+
+def image_relpath(utt: Utterance) -> str:
+    """Where an utterance's image lives inside an image tree (ImageFolder layout)."""
+    return f"{utt.emotion}/{utt.corpus}__{utt.speaker}__{utt.stem}.png"
+
+
+def save_png(image: np.ndarray, path: Path) -> None:
+    with atomic_open(path, "wb", durable=False) as handle:
+        Image.fromarray(image).save(handle, format="PNG", compress_level=1)
+
+
+def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
+    """The feature settings an image tree was made with, so training and prediction reuse them."""
+    path = Path(image_dir) / SETTINGS_FILE
+    if not path.is_file():
+        raise DataError(f"{str(image_dir)!r} is not a spectro image tree: {SETTINGS_FILE} is missing")
+    return from_dict(FeatureConfig, json.loads(path.read_text())["features"])
+
+
+def _claim_settings(out_dir: Path, config: FeatureConfig) -> None:
+    # One tree, one set of feature settings: mixing them would silently corrupt training data.
+    path = out_dir / SETTINGS_FILE
+    wanted = to_dict(config)
+    if path.is_file():
+        existing = json.loads(path.read_text())["features"]
+        if existing != wanted:
+            raise DataError(f"{str(out_dir)!r} holds images made with other feature settings "
+                            f"({_first_difference(existing, wanted)}); choose another --out or remove it")
+        return
+    with atomic_open(path) as handle:
+        json.dump({"features": wanted, "spectro_version": __version__}, handle, indent=2)
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key}: {a!r} there, {b!r} now"
+    return ""
+
+
+_worker_config: FeatureConfig | None = None
+
+
+def _init_worker(config: FeatureConfig) -> None:
+    global _worker_config
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # one process per core; nested BLAS threads would only fight
+    _worker_config = config
+
+
+def _render(task: tuple[int, str, str]) -> tuple[int, str | None]:
+    index, source, target = task
+    try:
+        y = prepare_audio(source, _worker_config.audio)
+        save_png(feature_image(y, _worker_config), Path(target))
+        return index, None
+    except Exception as error:  # one bad file must never stop the job
+        return index, str(error) if isinstance(error, DataError) else f"{type(error).__name__}: {error}"
+
+
+def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, config: FeatureConfig, *,
+                        workers: int | None = None, progress: bool = True) -> ImageJobResult:
+    """Render every utterance's image into `out_dir`, skipping those already there.
+
+    Parameters
+    ----------
+    utterances : sequence of Utterance
+        What to render; the emotion names the class folder.
+    out_dir : path
+        The image tree. It may hold images from earlier runs with the same settings.
+    config : FeatureConfig
+        Audio conditioning, spectrogram and image settings; saved as ``features.json``.
+    workers : int, optional
+        Processes to use; all cores by default.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_settings(out_dir, config)
+    remove_stale_temporaries(out_dir)
+    targets = [image_relpath(u) for u in utterances]
+    seen: dict[str, Utterance] = {}
+    for utt, rel in zip(utterances, targets):
+        if rel in seen and seen[rel].path != utt.path:
+            raise DataError(f"{seen[rel].path} and {utt.path} would both be written to {rel}")
+        seen[rel] = utt
+    todo = [(i, u.path, str(out_dir / rel)) for i, (u, rel) in enumerate(zip(utterances, targets))
+            if not (out_dir / rel).exists()]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    log.info("%d image(s) to render, %d already done, %d worker(s)", len(todo), len(utterances) - len(todo), workers)
+
+    failures: dict[int, str] = {}
+    bar = tqdm(total=len(todo), unit="file", desc="images", disable=not progress or not todo)
+    if workers == 1:
+        _init_worker(config)
+        results = map(_render, todo)
+        _collect(results, failures, bar)
+    else:
+        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config,)) as pool:
+            _collect(pool.imap_unordered(_render, todo, chunksize=4), failures, bar)
+    bar.close()
+
+    rejected = [(utterances[i], reason) for i, reason in sorted(failures.items())]
+    _write_rejected(out_dir / REJECTED_FILE, rejected)
+    _update_manifest(out_dir, utterances, targets)
+    return ImageJobResult(out_dir, written=len(todo) - len(failures), skipped=len(utterances) - len(todo),
+                          rejected=rejected)
+
+
+def _collect(results, failures: dict[int, str], bar) -> None:
+    for index, reason in results:
+        if reason is not None:
+            failures[index] = reason
+            log.warning("rejected %s", reason)
+        bar.update()
+
+
+def _write_rejected(path: Path, rejected: list[tuple[Utterance, str]]) -> None:
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*COLUMNS, "reason"])
+        for utt, reason in rejected:
+            writer.writerow([*(getattr(utt, c) for c in COLUMNS), reason])
+
+
+def _update_manifest(out_dir: Path, utterances: Sequence[Utterance], targets: list[str]) -> None:
+    # Keep rows of earlier runs (another corpus rendered into the same tree) whose images still exist.
+    rows: dict[str, Utterance] = {}
+    path = out_dir / MANIFEST_FILE
+    if path.is_file():
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                rows[row["image"]] = Utterance(**{c: row[c] for c in COLUMNS})
+    rows.update(zip(targets, utterances))
+    present = sorted(rel for rel in rows if (out_dir / rel).is_file())
+    write_manifest([rows[rel] for rel in present], path, extra={"image": present})
+
+
+def read_image_manifest(image_dir: str | Path) -> list[tuple[Path, Utterance]]:
+    """(image path, utterance) for every image listed in an image tree's manifest."""
+    image_dir = Path(image_dir)
+    path = image_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise DataError(f"{str(image_dir)!r} is not a spectro image tree: {MANIFEST_FILE} is missing")
+    with path.open(newline="") as handle:
+        return [(image_dir / row["image"], Utterance(**{c: row[c] for c in COLUMNS})) for row in csv.DictReader(handle)]

@@ -1,0 +1,91 @@
+"""Utterance manifests: the CSV that every later stage reads, and the class-setup filter."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .corpora import EMOTIONS, CorpusScan, Utterance, class_names, scan_corpus
+from .errors import DataError
+from .fileio import atomic_open
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(Utterance))
+
+
+def scan_corpora(specs: Sequence[tuple[str, str]], options: dict[str, dict] | None = None) -> list[CorpusScan]:
+    """Scan each (corpus name, path); `options` maps a corpus name to its parser options."""
+    options = options or {}
+    return [scan_corpus(name, path, **options.get(name, {})) for name, path in specs]
+
+
+def write_manifest(utterances: Iterable[Utterance], path: str | Path, *, extra: dict[str, list] | None = None) -> None:
+    """Write one CSV row per utterance; `extra` adds columns (first) such as the image path."""
+    utterances = list(utterances)
+    extra = extra or {}
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*extra, *COLUMNS])
+        for i, utt in enumerate(utterances):
+            writer.writerow([values[i] for values in extra.values()] + [getattr(utt, c) for c in COLUMNS])
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Read a manifest CSV, checking its columns and emotion names."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {str(path)!r} does not exist")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"manifest {str(path)!r} lacks column(s) {missing}; it needs {list(COLUMNS)}")
+        rows = list(reader)
+    utterances = []
+    for line, row in enumerate(rows, start=2):
+        if row["emotion"] not in EMOTIONS:
+            raise DataError(f"manifest {str(path)!r} line {line}: emotion={row['emotion']!r} is not one of {EMOTIONS}")
+        utterances.append(Utterance(**{c: row[c] for c in COLUMNS}))
+    return utterances
+
+
+def select_classes(utterances: Iterable[Utterance], num_classes: int) -> tuple[list[Utterance], Counter]:
+    """Keep the utterances of a class setup; count the rest by (corpus, emotion). Never relabels."""
+    wanted = set(class_names(num_classes))
+    kept, dropped = [], Counter()
+    for utt in utterances:
+        if utt.emotion in wanted:
+            kept.append(utt)
+        else:
+            dropped[(utt.corpus, utt.emotion)] += 1
+    return kept, dropped
+
+
+def count_table(utterances: Sequence[Utterance]) -> str:
+    """A plain-text table of utterance counts per corpus (rows) and emotion (columns)."""
+    counts = Counter((u.corpus, u.emotion) for u in utterances)
+    corpora = sorted({u.corpus for u in utterances})
+    emotions = [e for e in EMOTIONS if any(e == u.emotion for u in utterances)]
+    speakers = {c: len({u.speaker for u in utterances if u.corpus == c}) for c in corpora}
+    header = ["corpus", "speakers", *emotions, "total"]
+    rows = [[c, str(speakers[c]), *(str(counts[(c, e)]) for e in emotions),
+             str(sum(counts[(c, e)] for e in emotions))] for c in corpora]
+    rows.append(["all", str(sum(speakers.values())), *(str(sum(counts[(c, e)] for c in corpora)) for e in emotions),
+                 str(len(utterances))])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(header), *(fmt(r) for r in rows)])
+
+
+def scan_report(scan: CorpusScan, *, examples: int = 5) -> str:
+    """Lines that tell the user what a scan did not keep, with examples; empty if it kept everything."""
+    lines = []
+    if scan.unmatched:
+        lines.append(f"{scan.corpus}: {len(scan.unmatched)} file(s) match no {scan.corpus} naming convention, e.g.")
+        lines += [f"  {path}: {reason}" for path, reason in scan.unmatched[:examples]]
+    if scan.dropped:
+        labels = ", ".join(f"{label} {n}" for label, n in sorted(scan.dropped.items()))
+        lines.append(f"{scan.corpus}: {sum(scan.dropped.values())} utterance(s) with no canonical emotion dropped ({labels})")
+    return "\n".join(lines)

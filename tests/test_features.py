@@ -1,0 +1,68 @@
+import librosa
+import numpy as np
+import pytest
+
+from conftest import tone
+from spectro.config import FeatureConfig, ImageConfig
+from spectro.errors import ConfigError
+from spectro.features import feature_image, log_mel_spectrogram, mfcc, mfcc_matrix, to_image
+
+
+def test_log_mel_range_shape_and_peak_band():
+    sr = 16000
+    S = log_mel_spectrogram(y=tone(1000, seconds=1.0, sr=sr), sr=sr, n_mels=64, top_db=80)
+    assert S.shape == (64, 1 + sr // 160)
+    assert S.max() == pytest.approx(0.0) and S.min() >= -80.0
+    centres = librosa.mel_frequencies(n_mels=64 + 2, fmin=20.0, fmax=sr / 2)[1:-1]
+    peak_band = int(np.argmax(S[:, 50]))
+    assert abs(centres[peak_band] - 1000) < 80
+
+
+def test_mfcc_matches_librosa_computed_independently():
+    y, sr = tone(220, seconds=0.8) + 0.1 * tone(1700, seconds=0.8), 16000
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=160, win_length=400, n_mels=128,
+                                         fmin=20.0, center=True, pad_mode="constant")
+    expected = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=np.max, top_db=80), n_mfcc=40)
+    np.testing.assert_allclose(mfcc(y=y, sr=sr), expected, rtol=1e-3, atol=1e-2)
+    assert mfcc_matrix(y, FeatureConfig()).shape == (40, 1 + y.size // 160)
+
+
+def test_image_puts_low_frequencies_at_the_bottom():
+    matrix = np.zeros((64, 100))
+    matrix[:8] = 1.0  # energy in the lowest bands only
+    image = to_image(matrix, channels="grey")
+    assert image.shape == (224, 224, 3) and image.dtype == np.uint8
+    assert image[-10:].mean() > 200 and image[:100].mean() < 5
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+
+
+def test_colormap_image_uses_the_colour_map():
+    import matplotlib
+
+    image = to_image(np.full((10, 10), 1.0), channels="colormap", colormap="magma")
+    expected = np.round(np.array(matplotlib.colormaps["magma"](1.0)[:3]) * 255)
+    np.testing.assert_allclose(image[100, 100], expected, atol=1)
+
+
+def test_delta_channels_are_neutral_for_a_steady_matrix():
+    image = to_image(np.tile(np.linspace(0, 1, 40)[:, None], (1, 50)), channels="deltas")
+    assert abs(int(image[..., 1].mean()) - 128) <= 1 and abs(int(image[..., 2].mean()) - 128) <= 1
+    assert image[..., 0].std() > 50
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"channels": "rgb"}, "channels='rgb'"),
+    ({"size": 8}, "size=8"),
+    ({"colormap": "no-such-map"}, "colormap='no-such-map'"),
+])
+def test_to_image_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        to_image(np.zeros((4, 4)), **kwargs)
+
+
+def test_feature_image_is_deterministic_and_sized_by_config():
+    y = tone(330, seconds=3.0)
+    config = FeatureConfig(image=ImageConfig(size=96))
+    first = feature_image(y, config)
+    assert first.shape == (96, 96, 3)
+    np.testing.assert_array_equal(first, feature_image(y, config))
