@@ -64,7 +64,7 @@ def list_corpora() -> list[str]:
     return sorted(_PARSERS)
 
 
-def scan_corpus(name: str, root: str | Path, **options) -> CorpusScan:
+def scan_corpus(name: str, root: str | Path, /, **options) -> CorpusScan:
     """Parse the corpus distribution at `root` with the parser registered as `name`."""
     if name not in _PARSERS:
         raise ConfigError(f"corpus={name!r} is unknown; choose one of {list_corpora()}")
