@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .config import AudioConfig
@@ -31,13 +33,13 @@ def load_audio(path, *, sr: int = 16000) -> np.ndarray:
 
     if sr <= 0:
         raise ConfigError(f"sr={sr} must be a positive integer")
+    if not os.path.isfile(path):
+        raise DataError(f"cannot read {path}: no such file")
     try:
         data, native_sr = soundfile.read(path, dtype="float32", always_2d=True)
         y = data.mean(axis=1)
     except soundfile.LibsndfileError as sf_error:
         y, native_sr = _load_with_librosa(path, sf_error)
-    except FileNotFoundError:
-        raise DataError(f"cannot read {path}: no such file") from None
     if y.size == 0:
         raise DataError(f"cannot use {path}: the file holds no samples")
     if not np.all(np.isfinite(y)):
@@ -61,7 +63,7 @@ def _load_with_librosa(path, sf_error: Exception) -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore")
             y, native_sr = librosa.load(path, sr=None, mono=True)
     except Exception as error:  # audioread raises many unrelated types
-        raise DataError(f"cannot decode {path}: {sf_error}; fallback decoder: {error or type(error).__name__}") from None
+        raise DataError(f"cannot decode {path}: {sf_error}; fallback decoder: {str(error) or type(error).__name__}") from None
     return y.astype(np.float32), int(native_sr)
 
 

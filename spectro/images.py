@@ -133,17 +133,21 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
         if rel in seen and seen[rel].path != utt.path:
             raise DataError(f"{seen[rel].path} and {utt.path} would both be written to {rel}")
         seen[rel] = utt
-    todo = [(i, u.path, str(out_dir / rel)) for i, (u, rel) in enumerate(zip(utterances, targets))
-            if not (out_dir / rel).exists()]
+    known_bad = _still_rejected(out_dir / REJECTED_FILE)
+    todo, failures = [], {}
+    for i, (utt, rel) in enumerate(zip(utterances, targets)):
+        if utt.path in known_bad:
+            failures[i] = known_bad[utt.path]
+        elif not (out_dir / rel).exists():
+            todo.append((i, utt.path, str(out_dir / rel)))
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    log.info("%d image(s) to render, %d already done, %d worker(s)", len(todo), len(utterances) - len(todo), workers)
-
-    failures: dict[int, str] = {}
+    present, known_bad_count = len(utterances) - len(todo) - len(failures), len(failures)
+    log.info("%d image(s) to render, %d already present, %d rejected before and unchanged, %d worker(s)",
+             len(todo), present, known_bad_count, workers)
     bar = tqdm(total=len(todo), unit="file", desc="images", disable=not progress or not todo)
     if workers == 1:
         _init_worker(config)
-        results = map(_render, todo)
-        _collect(results, failures, bar)
+        _collect(map(_render, todo), failures, bar)
     else:
         with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config,)) as pool:
             _collect(pool.imap_unordered(_render, todo, chunksize=4), failures, bar)
@@ -152,8 +156,8 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
     rejected = [(utterances[i], reason) for i, reason in sorted(failures.items())]
     _write_rejected(out_dir / REJECTED_FILE, rejected)
     _update_manifest(out_dir, utterances, targets)
-    return ImageJobResult(out_dir, written=len(todo) - len(failures), skipped=len(utterances) - len(todo),
-                          rejected=rejected)
+    written = len(todo) - (len(failures) - known_bad_count)
+    return ImageJobResult(out_dir, written=written, skipped=present, rejected=rejected)
 
 
 def _collect(results, failures: dict[int, str], bar) -> None:
@@ -162,6 +166,17 @@ def _collect(results, failures: dict[int, str], bar) -> None:
             failures[index] = reason
             log.warning("rejected %s", reason)
         bar.update()
+
+
+def _still_rejected(path: Path) -> dict[str, str]:
+    """Sources rejected by an earlier run and not modified since: retrying them would fail again."""
+    if not path.is_file():
+        return {}
+    verdict_time = path.stat().st_mtime
+    with path.open(newline="") as handle:
+        rows = {row["path"]: row["reason"] for row in csv.DictReader(handle)}
+    return {source: reason for source, reason in rows.items()
+            if not os.path.exists(source) or os.path.getmtime(source) <= verdict_time}
 
 
 def _write_rejected(path: Path, rejected: list[tuple[Utterance, str]]) -> None:

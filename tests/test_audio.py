@@ -39,7 +39,7 @@ def test_unusable_files_raise_data_error_naming_the_file(tmp_path, make, message
 
 
 def test_missing_file_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="nope.wav"):
+    with pytest.raises(DataError, match="nope.wav: no such file"):
         load_audio(tmp_path / "nope.wav")
 
 
