@@ -100,7 +100,11 @@ def fix_duration(y: np.ndarray, *, sr: int, duration: float, align: str = "cente
 
 def prepare_audio(path, config: AudioConfig) -> np.ndarray:
     """Load and condition one recording exactly as every spectro stage does."""
-    y = load_audio(path, sr=config.sample_rate)
+    return condition_audio(load_audio(path, sr=config.sample_rate), config)
+
+
+def condition_audio(y: np.ndarray, config: AudioConfig) -> np.ndarray:
+    """Trim, normalise and crop/pad a signal already at ``config.sample_rate``."""
     if config.trim:
         y = trim_silence(y, top_db=config.trim_top_db)
     if config.normalise:
