@@ -96,6 +96,22 @@ def cmd_images(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .config import load_experiment
+    from .train import Trainer
+
+    config = load_experiment(args.config, args.set)
+    if args.run:
+        config.run.name = args.run
+    summary = Trainer(config, progress=not args.quiet).fit(resume=args.resume)
+    run_dir = Path(config.run.checkpoint_dir) / config.run.name
+    print(f"best epoch {summary['best_epoch']}: validation accuracy {summary['validation']['accuracy']:.3f}, "
+          f"UAR {summary['validation']['uar']:.3f}")
+    print(f"checkpoints: {run_dir}/best.pt, {run_dir}/last.pt; summary: {run_dir}/summary.json")
+    print(f"TensorBoard: tensorboard --logdir {Path(config.run.log_dir) / config.run.name}")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from .synth import generate_corpus
 
@@ -120,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("manifest", help="list a corpus's utterances with their labels as CSV")
     _add_corpus_arguments(p, required=True)
     p.add_argument("--out", required=True, type=Path, metavar="FILE.csv")
-    p.set_defaults(run=cmd_manifest)
+    p.set_defaults(handler=cmd_manifest)
 
     p = sub.add_parser("images", help="render utterances as 224x224x3 PNGs in an ImageFolder tree")
     source = p.add_mutually_exclusive_group(required=True)
@@ -135,19 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_images)
+    p.set_defaults(handler=cmd_images)
+
+    p = sub.add_parser("train", help="fine-tune a model on image trees, as set by a YAML config")
+    p.add_argument("config", type=Path, metavar="CONFIG.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. train.epochs=3 (repeatable)")
+    p.add_argument("--run", help="run name (default: the config file's name)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("synth", help="write the built-in synthetic emotional-speech corpus")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--speakers", type=int, default=4, help="speakers per language")
     p.add_argument("--utterances", type=int, default=8, help="utterances per speaker and emotion")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=cmd_synth)
+    p.set_defaults(handler=cmd_synth)
 
     p = sub.add_parser("demo", help="the whole pipeline on the built-in synthetic corpus")
     p.add_argument("--out", type=Path, default=Path("checkpoints/demo"), metavar="DIR")
     p.add_argument("--workers", type=int, help="processes for image generation (default: all cores)")
-    p.set_defaults(run=cmd_demo)
+    p.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.run(args)
+        return args.handler(args)
     except SpectroError as error:
         print(f"spectro {args.command}: error: {error}", file=sys.stderr)
         return 2

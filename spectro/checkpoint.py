@@ -1,0 +1,31 @@
+"""Checkpoints: everything needed to resume or to predict, loadable with ``weights_only=True``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+from .fileio import atomic_open
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write `state` to a temporary file, then rename it onto `path` (never a torn checkpoint)."""
+    with atomic_open(path, "wb") as handle:
+        torch.save(state, handle)
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
+    """Read a spectro checkpoint without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise DataError(f"checkpoint {str(path)!r} cannot be read: {error}") from None
+    missing = [key for key in ("model", "classes", "config", "features") if key not in state]
+    if missing:
+        raise DataError(f"{str(path)!r} is not a spectro checkpoint: it lacks {missing}")
+    return state

@@ -1,0 +1,356 @@
+"""Fine-tuning on spectrogram images: the recipe, safe to interrupt, monitored in TensorBoard.
+
+The loop reads top to bottom. Each epoch's data order, augmentation and dropout draw from
+generators seeded by (seed, epoch), and their states travel in every checkpoint, so a resumed
+run replays exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .augment import spec_augment
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ExperimentConfig, to_dict
+from .corpora import class_names
+from .data import ImageSet, batches, check_disjoint, class_weights, read_image_trees, speaker_split
+from .errors import ConfigError
+from .fileio import atomic_open
+from .metrics import classification_metrics, confusion_figure
+from .models import create_model
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available.get(name):
+        raise ConfigError(f"train.device={name!r} is not available on this machine")
+    return torch.device(name)
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, cosine: bool) -> float:
+    """Linear warm-up, then cosine decay to zero (or a constant 1 for the plateau schedule)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not cosine:
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: ImageSet, *, device: torch.device, batch_size: int = 64,
+                  channels_last: bool = False) -> torch.Tensor:
+    """Class probabilities (N, C) for every image of a set, in order."""
+    model.eval()
+    out = []
+    for index in batches(torch.arange(len(images)), batch_size):
+        x, _ = images.batch(index)
+        x = x.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+    return torch.cat(out) if out else torch.empty(0, len(images.classes))
+
+
+def _seed_for(seed: int, epoch: int, stream: int) -> int:
+    return (seed * 1_000_003 + epoch * 101 + stream) % (2**63)
+
+
+class Trainer:
+    """Fine-tunes ``config.model`` on ``config.data``; writes checkpoints/<run>/ and runs/<run>/."""
+
+    def __init__(self, config: ExperimentConfig, *, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self.run_dir = Path(config.run.checkpoint_dir) / config.run.name
+        self.log_dir = Path(config.run.log_dir) / config.run.name
+        self.classes = class_names(config.data.classes)
+        self.device = resolve_device(config.train.device)
+        self.cuda = self.device.type == "cuda"
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare_data(self) -> None:
+        data, seed = self.config.data, self.config.train.seed
+        rows, self.features = read_image_trees(data.train, data.classes)
+        utterances = [u for _, u in rows]
+        train_idx, val_idx = speaker_split(utterances, val_speakers=data.val_speakers,
+                                           val_fraction=data.val_fraction, seed=seed)
+        self.test_rows = {}
+        for name, tree in data.test.items():
+            self.test_rows[name], test_features = read_image_trees([tree], data.classes)
+            if test_features != self.features:
+                raise ConfigError(f"data.test.{name}: {tree!r} was made with other feature settings than the "
+                                  "training images; render it with the training settings")
+        check_disjoint([utterances[i] for i in train_idx],
+                       {"validation": [utterances[i] for i in val_idx],
+                        **{f"test {n}": [u for _, u in r] for n, r in self.test_rows.items()}})
+        pick = lambda idx: ([rows[i][0] for i in idx], [rows[i][1] for i in idx])  # noqa: E731
+        self.train_set = ImageSet(*pick(train_idx), self.classes, desc="train images", progress=self.progress)
+        self.val_set = ImageSet(*pick(val_idx), self.classes, desc="validation images", progress=self.progress)
+        if len(self.train_set) == 0 or len(self.val_set) == 0:
+            raise ConfigError(f"the split left {len(self.train_set)} training and {len(self.val_set)} validation "
+                              "utterances; both need some")
+        log.info("train: %d utterances from %d speakers; validation: %d from %d speakers (%s)",
+                 len(self.train_set), len({u.speaker for u in self.train_set.utterances}), len(self.val_set),
+                 len({u.speaker for u in self.val_set.utterances}),
+                 ", ".join(sorted({u.speaker for u in self.val_set.utterances})))
+
+    def _prepare_model(self) -> None:
+        cfg, optim = self.config, self.config.optim
+        self.model = create_model(cfg.model.name, len(self.classes), pretrained=cfg.model.pretrained,
+                                  weights=cfg.model.weights, drop_rate=cfg.model.drop_rate).to(self.device)
+        self.channels_last = self.cuda and cfg.train.channels_last
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        head = {id(p) for p in self.model.classifier_parameters()}
+        self.backbone_params = [p for p in self.model.parameters() if id(p) not in head]
+        groups = [{"params": [p for p in self.model.parameters() if id(p) in head], "lr": optim.lr},
+                  {"params": self.backbone_params, "lr": optim.lr * optim.backbone_lr_scale}]
+        if optim.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=True)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.train.batch_size)
+        self.warmup_steps = int(round(optim.warmup_epochs * self.steps_per_epoch))
+        total = cfg.train.epochs * self.steps_per_epoch
+        factor = lambda step: lr_factor(step, warmup_steps=self.warmup_steps, total_steps=total,  # noqa: E731
+                                        cosine=optim.schedule == "cosine")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=optim.plateau_factor, patience=optim.plateau_patience)
+            if optim.schedule == "plateau" else None)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.train.amp)
+        counts = self.train_set.class_counts()
+        weight = class_weights(counts).to(self.device) if cfg.train.class_balance == "loss" else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
+        self.sample_weights = class_weights(counts)[self.train_set.labels]
+
+    # ------------------------------------------------------------------ state
+    def _state(self, *, epoch: int, batch: int, partial: dict | None) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau else None,
+            "scaler": self.scaler.state_dict(), "epoch": epoch, "batch": batch, "partial": partial,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "augment": self.augment_rng.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.cuda else []},
+            "best": dict(self.best), "bad_epochs": self.bad_epochs, "history": list(self.history),
+            "finished": self.finished, "classes": list(self.classes), "model_name": self.config.model.name,
+            "config": to_dict(self.config), "features": to_dict(self.features), "versions": _versions(),
+        }
+
+    def _restore(self, state: dict) -> None:
+        if state["config"] != to_dict(self.config):
+            raise ConfigError(f"{self.run_dir / 'last.pt'} was written with another config; resume with the "
+                              "same settings, or start a new run with --set run.name=...")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.plateau:
+            self.plateau.load_state_dict(state["plateau"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best, self.bad_epochs = dict(state["best"]), state["bad_epochs"]
+        self.history, self.finished = list(state["history"]), state["finished"]
+
+    # ------------------------------------------------------------------ the recipe
+    def fit(self, *, resume: bool = False) -> dict:
+        """Train, keep the checkpoint with the best validation UAR, then score the test sets with it."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg = self.config.train
+        last_path, best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
+        if last_path.exists() and not resume:
+            raise ConfigError(f"run {self.config.run.name!r} already has {last_path}; pass --resume to continue "
+                              "it, or name a new run with --set run.name=...")
+        if resume and (self.run_dir / "summary.json").is_file():
+            log.info("run %s is finished; nothing to redo", self.config.run.name)
+            return json.loads((self.run_dir / "summary.json").read_text())
+
+        # 1. Data, model, optimiser; the resolved config is written beside the checkpoints.
+        self._prepare_data()
+        torch.manual_seed(_seed_for(cfg.seed, -1, 0))  # the new classifier's initial weights
+        self._prepare_model()
+        self.best, self.bad_epochs, self.history, self.finished = {"uar": -1.0, "epoch": 0}, 0, [], False
+        self.augment_rng = torch.Generator()
+        start_epoch, start_batch, partial, saved_rng = 0, 0, None, None
+        if resume and last_path.exists():
+            state = load_checkpoint(last_path)
+            self._restore(state)
+            start_epoch, start_batch, partial, saved_rng = state["epoch"], state["batch"], state["partial"], state["rng"]
+            log.info("resuming %s at epoch %d, batch %d", self.config.run.name, start_epoch + 1, start_batch)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_open(self.run_dir / "config.yaml") as handle:
+            yaml.safe_dump({**to_dict(self.config), "features": to_dict(self.features), "classes": list(self.classes)},
+                           handle, sort_keys=False)
+        writer = SummaryWriter(str(self.log_dir), purge_step=start_epoch + 1 if start_epoch else None)
+
+        # 2. Epochs: head only first, then the whole network.
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                if self.finished:
+                    break
+                resume_here = saved_rng if epoch == start_epoch and start_batch else None
+                train_metrics = self._train_epoch(epoch, start_batch if resume_here else 0, partial, resume_here, writer)
+                start_batch, partial = 0, None
+                self._end_epoch(epoch, train_metrics, writer, best_path)
+                save_checkpoint(self._state(epoch=epoch + 1, batch=0, partial=None), last_path)
+        except KeyboardInterrupt:
+            writer.close()
+            raise
+
+        # 3. Only now, the test corpora, scored by the checkpoint chosen on validation data.
+        self.finished = True
+        save_checkpoint(self._state(epoch=len(self.history), batch=0, partial=None), last_path)
+        summary = self._evaluate_tests(best_path, writer)
+        writer.close()
+        with atomic_open(self.run_dir / "summary.json") as handle:
+            json.dump(summary, handle, indent=2)
+        return summary
+
+    def _train_epoch(self, epoch: int, start_batch: int, partial: dict | None, saved_rng: dict | None, writer) -> dict:
+        cfg, aug = self.config.train, self.config.augment
+        frozen = epoch < cfg.freeze_epochs
+        for p in self.backbone_params:
+            p.requires_grad_(not frozen)
+        # This epoch's randomness, from (seed, epoch); a mid-epoch resume restores the exact states.
+        order_rng = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, 0))
+        self.augment_rng.manual_seed(_seed_for(cfg.seed, epoch, 1))
+        torch.manual_seed(_seed_for(cfg.seed, epoch, 2))
+        random.seed(_seed_for(cfg.seed, epoch, 3))
+        if saved_rng is not None:
+            torch.set_rng_state(saved_rng["torch"])
+            random.setstate(saved_rng["python"])
+            self.augment_rng.set_state(saved_rng["augment"])
+            if self.cuda and saved_rng["cuda"]:
+                torch.cuda.set_rng_state_all(saved_rng["cuda"])
+        n = len(self.train_set)
+        order = (torch.multinomial(self.sample_weights, n, replacement=True, generator=order_rng)
+                 if cfg.class_balance == "sampler" else torch.randperm(n, generator=order_rng))
+        acc = partial or {"loss_sum": 0.0, "count": 0, "y_true": [], "y_pred": []}
+        self.model.train()
+        steps = batches(order, cfg.batch_size)
+        bar = tqdm(total=len(steps), initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}" + (" (head)" if frozen else ""),
+                   unit="batch", leave=False, disable=not self.progress)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        for b in range(start_batch, len(steps)):
+            try:
+                x, y = self.train_set.batch(steps[b])
+                x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width,
+                                 freq_masks=aug.freq_masks, freq_mask_width=aug.freq_mask_width,
+                                 generator=self.augment_rng)
+                if epoch == 0 and b == 0:
+                    writer.add_images("examples/train_augmented", x[:8], 0)
+                x, y = x.to(self.device, memory_format=memory_format, non_blocking=True), y.to(self.device)
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+                    logits = self.model(x)
+                    loss = self.loss_fn(logits.float(), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if self.plateau is None or self.scheduler.last_epoch < self.warmup_steps:
+                    self.scheduler.step()
+            except KeyboardInterrupt:
+                # Keep everything up to the last finished batch; --resume continues from the next one.
+                save_checkpoint(self._state(epoch=epoch, batch=b, partial=acc), self.run_dir / "last.pt")
+                log.warning("interrupted: saved %s at epoch %d, batch %d", self.run_dir / "last.pt", epoch + 1, b)
+                raise
+            acc["loss_sum"] += loss.item() * len(y)
+            acc["count"] += len(y)
+            acc["y_true"] += y.tolist()
+            acc["y_pred"] += logits.argmax(1).tolist()
+            bar.set_postfix(loss=f"{acc['loss_sum'] / acc['count']:.3f}")
+            bar.update()
+        bar.close()
+        metrics = classification_metrics(acc["y_true"], acc["y_pred"], labels=range(len(self.classes)))
+        return {**metrics, "loss": acc["loss_sum"] / acc["count"]}
+
+    def _end_epoch(self, epoch: int, train: dict, writer, best_path: Path) -> None:
+        cfg = self.config.train
+        val_probs = predict_proba(self.model, self.val_set, device=self.device, batch_size=2 * cfg.batch_size,
+                                  channels_last=self.channels_last)
+        val_loss = nn.functional.nll_loss(val_probs.clamp_min(1e-12).log(), self.val_set.labels).item()
+        val = {**classification_metrics(self.val_set.labels.tolist(), val_probs.argmax(1).tolist(),
+                                        labels=range(len(self.classes))), "loss": val_loss}
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        if self.plateau is not None and self.scheduler.last_epoch >= self.warmup_steps:
+            self.plateau.step(val["uar"])
+        improved = val["uar"] > self.best["uar"]
+        if improved:
+            self.best, self.bad_epochs = {"uar": val["uar"], "epoch": epoch + 1}, 0
+        else:
+            self.bad_epochs += 1
+        self.history.append({"epoch": epoch + 1, "lr_head": lrs[0], "lr_backbone": lrs[1],
+                             "train": {k: v for k, v in train.items() if k != "confusion"},
+                             "val": val})
+        step = epoch + 1
+        for split, metrics in (("train", train), ("val", val)):
+            for key in ("loss", "accuracy", "uar", "macro_f1"):
+                writer.add_scalar(f"{key}/{split}", metrics[key], step)
+        writer.add_scalar("lr/head", lrs[0], step)
+        writer.add_scalar("lr/backbone", lrs[1], step)
+        writer.add_figure("confusion/val", confusion_figure(val["confusion"], self.classes, title=f"validation, epoch {step}"), step)
+        writer.flush()
+        stop = cfg.early_stopping_patience and self.bad_epochs >= cfg.early_stopping_patience
+        self.finished = bool(stop) or step == cfg.epochs
+        if improved:
+            save_checkpoint(self._state(epoch=step, batch=0, partial=None), best_path)
+        print(f"epoch {step:3d}/{cfg.epochs}  train loss {train['loss']:.3f} acc {train['accuracy']:.3f} "
+              f"uar {train['uar']:.3f} | val loss {val_loss:.3f} acc {val['accuracy']:.3f} uar {val['uar']:.3f} "
+              f"f1 {val['macro_f1']:.3f}  lr {lrs[0]:.2e}{'  *best' if improved else ''}"
+              f"{'  early stop' if stop else ''}", flush=True)
+
+    def _evaluate_tests(self, best_path: Path, writer) -> dict:
+        best = load_checkpoint(best_path, map_location=self.device)
+        self.model.load_state_dict(best["model"])
+        val_best = next(h["val"] for h in self.history if h["epoch"] == best["best"]["epoch"])
+        summary = {"run": self.config.run.name, "model": self.config.model.name, "classes": list(self.classes),
+                   "feature": self.features.feature, "train": list(self.config.data.train),
+                   "best_epoch": best["best"]["epoch"], "epochs_run": len(self.history),
+                   "validation": val_best, "test": {}}
+        for name, rows in self.test_rows.items():
+            test_set = ImageSet([p for p, _ in rows], [u for _, u in rows], self.classes, desc=f"test {name}",
+                                progress=self.progress)
+            probs = predict_proba(self.model, test_set, device=self.device, batch_size=2 * self.config.train.batch_size,
+                                  channels_last=self.channels_last)
+            metrics = classification_metrics(test_set.labels.tolist(), probs.argmax(1).tolist(),
+                                             labels=range(len(self.classes)))
+            summary["test"][name] = {**metrics, "n": len(test_set)}
+            writer.add_figure(f"confusion/test_{name}", confusion_figure(metrics["confusion"], self.classes,
+                                                                         title=f"test {name}"), best["best"]["epoch"])
+            print(f"test {name}: n {len(test_set)}  acc {metrics['accuracy']:.3f}  uar {metrics['uar']:.3f}  "
+                  f"f1 {metrics['macro_f1']:.3f}", flush=True)
+        hparams = {"model": self.config.model.name, "pretrained": self.config.model.pretrained,
+                   "classes": len(self.classes), "feature": self.features.feature,
+                   "channels": self.features.image.channels, "optimizer": self.config.optim.optimizer,
+                   "lr": self.config.optim.lr, "batch_size": self.config.train.batch_size,
+                   "epochs": self.config.train.epochs, "seed": self.config.train.seed}
+        finals = {"hparam/val_accuracy": val_best["accuracy"], "hparam/val_uar": val_best["uar"],
+                  **{f"hparam/test_{n}_{k}": m[k] for n, m in summary["test"].items() for k in ("accuracy", "uar")}}
+        writer.add_hparams(hparams, finals, run_name=".")
+        return summary
+
+
+def _versions() -> dict:
+    import timm
+
+    return {"spectro": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__),
+            "numpy": str(np.__version__), "python": sys.version.split()[0], "platform": platform.platform()}
+
