@@ -73,7 +73,7 @@ class ImageConfig:
     """How a feature matrix becomes the RGB picture an ImageNet CNN expects."""
 
     size: int = 224
-    channels: Literal["colormap", "grey", "deltas"] = "colormap"
+    channels: Literal["colormap", "grey", "deltas"] = "deltas"  # chosen on validation UAR, see README
     colormap: str = "viridis"  # any matplotlib colour map; used when channels = colormap
 
     def validate(self) -> None:
@@ -219,6 +219,7 @@ class DataConfig:
     classes: int = 4
     val_speakers: list[str] = dataclasses.field(default_factory=list)  # empty: draw val_fraction per corpus
     val_fraction: float = 0.2
+    missing_train: Literal["error", "skip"] = "error"  # skip: train on whichever listed trees exist
 
     def validate(self) -> None:
         from .corpora import CLASS_SETUPS
@@ -317,8 +318,29 @@ class ExperimentConfig:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
 
+def _deep_merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_config_file(path: str | Path, _seen: tuple = ()) -> dict:
+    """A YAML config with its ``extends: other.yaml`` chain (relative to the file) merged underneath."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"config {str(path)!r} extends itself through {[str(p) for p in _seen]}")
+    data = load_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"extends={parent!r} in {str(path)!r} must be a file name")
+    return _deep_merge(load_config_file(path.parent / parent, (*_seen, path)), data)
+
+
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """Defaults < YAML file < ``--set`` overrides; the run is named after the file unless set."""
-    data = apply_overrides(load_yaml(path), list(overrides))
+    """Defaults < YAML file (after what it extends) < ``--set`` overrides; the run is named after the file."""
+    data = apply_overrides(load_config_file(path), list(overrides))
     data.setdefault("run", {}).setdefault("name", Path(path).stem)
     return from_dict(ExperimentConfig, data)

@@ -87,7 +87,14 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _prepare_data(self) -> None:
         data, seed = self.config.data, self.config.train.seed
-        rows, self.features = read_image_trees(data.train, data.classes)
+        trees = [t for t in data.train if data.missing_train == "error" or (Path(t) / "manifest.csv").is_file()]
+        skipped = sorted(set(data.train) - set(trees))
+        if skipped:
+            log.warning("data.missing_train=skip: no image tree at %s; training without them", ", ".join(skipped))
+        if not trees:
+            raise ConfigError(f"none of the data.train image trees exist: {data.train}; make them with `spectro images`")
+        self.train_trees = trees
+        rows, self.features = read_image_trees(trees, data.classes)
         utterances = [u for _, u in rows]
         train_idx, val_idx = speaker_split(utterances, val_speakers=data.val_speakers,
                                            val_fraction=data.val_fraction, seed=seed)
@@ -322,7 +329,7 @@ class Trainer:
         self.model.load_state_dict(best["model"])
         val_best = next(h["val"] for h in self.history if h["epoch"] == best["best"]["epoch"])
         summary = {"run": self.config.run.name, "model": self.config.model.name, "classes": list(self.classes),
-                   "feature": self.features.feature, "train": list(self.config.data.train),
+                   "feature": self.features.feature, "train": self.train_trees,
                    "best_epoch": best["best"]["epoch"], "epochs_run": len(self.history),
                    "validation": val_best, "test": {}}
         for name, rows in self.test_rows.items():

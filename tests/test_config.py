@@ -44,3 +44,30 @@ def test_malformed_override_and_missing_file():
         apply_overrides({}, ["n_mels"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_yaml("/no/such/config.yaml")
+
+
+def test_extends_merges_the_base_underneath(tmp_path):
+    from spectro.config import load_experiment
+
+    (tmp_path / "base.yaml").write_text("data: {train: [a, b], classes: 6}\ntrain: {epochs: 20, seed: 3}\n")
+    (tmp_path / "row.yaml").write_text("extends: base.yaml\ndata: {classes: 4}\ntrain: {epochs: 2}\n")
+    config = load_experiment(tmp_path / "row.yaml", ["train.seed=5"])
+    assert config.data.train == ["a", "b"] and config.data.classes == 4
+    assert (config.train.epochs, config.train.seed, config.run.name) == (2, 5, "row")
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_experiment(tmp_path / "loop.yaml")
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    from spectro.config import load_experiment
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 6
+    for path in configs:
+        if path.name.startswith("base_"):
+            continue
+        config = load_experiment(path)
+        assert config.data.train and config.run.name == path.stem

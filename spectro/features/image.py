@@ -45,7 +45,7 @@ def _centre_scale(delta: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(0.5 + 0.5 * delta / scale, 0.0, 1.0)
 
 
-def to_image(matrix: np.ndarray, *, size: int = 224, channels: str = "colormap",
+def to_image(matrix: np.ndarray, *, size: int = 224, channels: str = "deltas",
              colormap: str = "viridis") -> np.ndarray:
     """Render a (frequency, time) matrix with values in [0, 1] as an RGB image.
 

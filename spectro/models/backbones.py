@@ -47,7 +47,15 @@ def _create_imagenet_cnn(name: str, arch: str, num_classes: int, *, pretrained: 
                                 pretrained_cfg_overlay=overlay or None)
     except RuntimeError as error:  # state dict keys or shapes do not fit the architecture
         raise ConfigError(f"model {name!r}: the weights do not fit {arch}: {str(error)[:400]}") from None
+    _reset_classifier(net.get_classifier())
     return ImageClassifier(net)
+
+
+def _reset_classifier(head: nn.Linear) -> None:
+    # Families initialise heads differently (timm's EfficientNet scales by 1/sqrt(num_classes), so a
+    # 4-class head starts with logits of std ~5). Small weights start every model near uniform output.
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
 
 
 def _efficientnet_lite0_packaged() -> dict | None:

@@ -1,0 +1,182 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from spectro.checkpoint import load_checkpoint
+from spectro.config import ExperimentConfig, FeatureConfig, ImageConfig, from_dict, load_experiment
+from spectro.corpora import scan_corpus
+from spectro.errors import ConfigError
+from spectro.images import build_image_dataset
+from spectro.train import Trainer, _seed_for, lr_factor
+
+
+@pytest.fixture(scope="module")
+def image_tree(synth_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trees") / "synth"
+    build_image_dataset(scan_corpus("synth", synth_corpus).utterances, out,
+                        FeatureConfig(image=ImageConfig(size=32)), workers=1, progress=False)
+    return out
+
+
+def tiny_config(tree, tmp_path, **train) -> dict:
+    return {
+        "data": {"train": [str(tree)], "classes": 4, "val_speakers": ["synth-a02m"]},
+        "model": {"name": "tiny_efficientnet", "pretrained": False},
+        "train": {"epochs": 3, "batch_size": 4, "freeze_epochs": 1, **train},
+        "run": {"name": "tiny", "checkpoint_dir": str(tmp_path / "checkpoints"), "log_dir": str(tmp_path / "runs")},
+    }
+
+
+def fit(data: dict, **kwargs) -> dict:
+    return Trainer(from_dict(ExperimentConfig, data), progress=False).fit(**kwargs)
+
+
+def test_training_writes_checkpoints_summary_and_tensorboard(image_tree, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = fit(tiny_config(image_tree, tmp_path))
+    run = tmp_path / "checkpoints" / "tiny"
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(run / name, weights_only=True)
+        assert {"model", "optimizer", "scheduler", "epoch", "rng", "classes", "config", "features"} <= set(state)
+        assert state["classes"] == ["neutral", "happy", "sad", "angry"]
+        assert state["features"]["image"]["size"] == 32
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    assert summary["best_epoch"] == load_checkpoint(run / "best.pt")["epoch"]
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "tiny_efficientnet"
+
+    events = EventAccumulator(str(tmp_path / "runs" / "tiny"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    for split in ("train", "val"):
+        assert {f"loss/{split}", f"accuracy/{split}", f"uar/{split}", f"macro_f1/{split}"} <= scalars
+    assert {"lr/head", "lr/backbone"} <= scalars
+    assert len(events.Scalars("uar/val")) == 3
+    assert {"examples/train_augmented", "confusion/val"} <= set(events.Tags()["images"])
+    hparams = EventAccumulator(str(tmp_path / "runs" / "tiny")).Reload()
+    assert "_hparams_/session_start_info" in hparams.summary_metadata
+
+
+def test_validation_speakers_never_train_and_test_sets_are_scored_last(image_tree, tmp_path, synth_corpus):
+    # A test tree sharing speakers with training data must be refused before any work.
+    data = tiny_config(image_tree, tmp_path)
+    data["data"]["test"] = {"same": str(image_tree)}
+    with pytest.raises(ConfigError, match="appear in both the training data and test same"):
+        fit(data)
+
+
+def test_head_only_epochs_leave_the_backbone_untouched(image_tree, tmp_path):
+    data = tiny_config(image_tree, tmp_path, epochs=1, freeze_epochs=1)
+    fit(data)
+    trained = torch.load(tmp_path / "checkpoints" / "tiny" / "last.pt", weights_only=True)["model"]
+    untrained = Trainer(from_dict(ExperimentConfig, data), progress=False)
+    untrained._prepare_data()
+    torch.manual_seed(_seed_for(0, -1, 0))  # as fit() does before building the model
+    untrained._prepare_model()
+    initial = untrained.model.state_dict()
+    changed = {k for k in initial if not torch.equal(initial[k], trained[k])
+               and "running_" not in k and "num_batches" not in k}  # BatchNorm statistics still adapt
+    assert changed == {"net.classifier.weight", "net.classifier.bias"}
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(image_tree, tmp_path, monkeypatch):
+    reference = fit(tiny_config(image_tree, tmp_path / "a"))
+
+    import spectro.train as train_module
+
+    calls = {"n": 0}
+    real = train_module.spec_augment
+
+    def interrupt_on_the_eleventh_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 11:  # epoch 2, batch index 4 (24 training images, 6 batches per epoch)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "spec_augment", interrupt_on_the_eleventh_batch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(image_tree, tmp_path / "b"))
+    saved = load_checkpoint(tmp_path / "b" / "checkpoints" / "tiny" / "last.pt")
+    assert (saved["epoch"], saved["batch"]) == (1, 4)
+    monkeypatch.setattr(train_module, "spec_augment", real)
+    resumed = fit(tiny_config(image_tree, tmp_path / "b"), resume=True)
+    assert resumed == reference
+
+
+def test_sigkill_mid_epoch_then_resume_ends_with_the_same_metrics(image_tree, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    data = tiny_config(image_tree, tmp_path / "killed", epochs=4)
+    config_path.write_text(yaml.safe_dump(data))
+    reference = fit(tiny_config(image_tree, tmp_path / "whole", epochs=4))
+
+    command = [sys.executable, "-m", "spectro.cli", "train", str(config_path), "--quiet"]
+    last = tmp_path / "killed" / "checkpoints" / "tiny" / "last.pt"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)  # right after epoch 1's checkpoint: inside epoch 2
+    process.wait()
+    assert load_checkpoint(last)["epoch"] < 4, "the run finished before it could be killed"
+    subprocess.run(command + ["--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = json.loads((tmp_path / "killed" / "checkpoints" / "tiny" / "summary.json").read_text())
+    assert resumed == reference
+
+
+def test_existing_run_needs_resume_and_a_finished_run_is_not_redone(image_tree, tmp_path):
+    data = tiny_config(image_tree, tmp_path, epochs=1)
+    first = fit(data)
+    with pytest.raises(ConfigError, match="pass --resume"):
+        fit(data)
+    best = tmp_path / "checkpoints" / "tiny" / "best.pt"
+    before = best.stat().st_mtime_ns
+    assert fit(data, resume=True) == first
+    assert best.stat().st_mtime_ns == before
+
+
+def test_resume_with_changed_settings_is_refused(image_tree, tmp_path, monkeypatch):
+    import spectro.train as train_module
+
+    data = tiny_config(image_tree, tmp_path)
+    monkeypatch.setattr(train_module, "spec_augment", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        fit(data)
+    monkeypatch.undo()
+    data["optim"] = {"lr": 0.5}
+    with pytest.raises(ConfigError, match="written with another config"):
+        fit(data, resume=True)
+
+
+def test_config_file_errors_name_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  train: [x]\ntrain:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown setting train\.epoch;"):
+        load_experiment(path)
+    with pytest.raises(ConfigError, match=r"model.name='resnet51' must be one of"):
+        load_experiment(path, ["train={}", "model.name=resnet51"])
+    config = load_experiment(path, ["train={}", "train.epochs=7"])
+    assert config.train.epochs == 7 and config.run.name == "bad"
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [lr_factor(s, warmup_steps=4, total_steps=20, cosine=True) for s in range(21)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert factors[-1] == pytest.approx(0.0)
+    assert lr_factor(15, warmup_steps=4, total_steps=20, cosine=False) == 1.0
+
+
+def test_missing_training_trees_are_skipped_only_when_asked(image_tree, tmp_path):
+    data = tiny_config(image_tree, tmp_path, epochs=1)
+    data["data"]["train"].append(str(tmp_path / "no-such-corpus"))
+    with pytest.raises(Exception, match="no-such-corpus"):
+        fit(data)
+    data["data"]["missing_train"] = "skip"
+    assert fit(data)["train"] == [str(image_tree)]
