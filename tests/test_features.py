@@ -53,7 +53,7 @@ def test_delta_channels_are_neutral_for_a_steady_matrix():
 @pytest.mark.parametrize("kwargs, message", [
     ({"channels": "rgb"}, "channels='rgb'"),
     ({"size": 8}, "size=8"),
-    ({"colormap": "no-such-map"}, "colormap='no-such-map'"),
+    ({"channels": "colormap", "colormap": "no-such-map"}, "colormap='no-such-map'"),
 ])
 def test_to_image_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -99,9 +99,9 @@ def test_refuses_to_mix_feature_settings_in_one_tree(tmp_path, utterances):
     out = tmp_path / "images"
     build_image_dataset(utterances[:2], out, SMALL, workers=1, progress=False)
     other = FeatureConfig(image=ImageConfig(size=64, channels="grey"))
-    with pytest.raises(DataError, match="image.channels: 'colormap' there, 'grey' now"):
+    with pytest.raises(DataError, match="image.channels: 'deltas' there, 'grey' now"):
         build_image_dataset(utterances, out, other, workers=1, progress=False)
-    assert json.loads((out / "features.json").read_text())["features"]["image"]["channels"] == "colormap"
+    assert json.loads((out / "features.json").read_text())["features"]["image"]["channels"] == "deltas"
 
 
 def test_manifest_accumulates_runs_into_the_same_tree(tmp_path, utterances):

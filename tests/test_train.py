@@ -180,3 +180,24 @@ def test_missing_training_trees_are_skipped_only_when_asked(image_tree, tmp_path
         fit(data)
     data["data"]["missing_train"] = "skip"
     assert fit(data)["train"] == [str(image_tree)]
+
+
+@pytest.mark.parametrize("optim, train", [
+    ({"optimizer": "sgd", "schedule": "plateau", "lr": 0.01}, {"class_balance": "sampler"}),
+    ({"optimizer": "adamw", "schedule": "cosine", "warmup_epochs": 0}, {"class_balance": "none", "label_smoothing": 0.0}),
+])
+def test_optimiser_schedule_and_balancing_options_train(image_tree, tmp_path, optim, train):
+    data = tiny_config(image_tree, tmp_path, epochs=2, freeze_epochs=0, **train)
+    data["optim"] = optim
+    summary = fit(data)
+    assert summary["epochs_run"] == 2
+    state = load_checkpoint(tmp_path / "checkpoints" / "tiny" / "last.pt")
+    assert state["epoch"] == 2 and state["finished"]
+    assert (state["plateau"] is not None) == (optim["schedule"] == "plateau")
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(image_tree, tmp_path):
+    data = tiny_config(image_tree, tmp_path, epochs=30, early_stopping_patience=1)
+    summary = fit(data)
+    assert summary["epochs_run"] < 30
+    assert summary["epochs_run"] == summary["best_epoch"] + 1
