@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,7 +137,3 @@ def class_weights(counts: torch.Tensor) -> torch.Tensor:
 
 def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)

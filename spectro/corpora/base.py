@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import ConfigError, DataError
+from ..registry import Registry
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
@@ -45,30 +46,21 @@ class CorpusScan:
 
 
 CorpusParser = Callable[..., CorpusScan]
-_PARSERS: dict[str, CorpusParser] = {}
+CORPORA = Registry("corpus")
 
 
 def register_corpus(name: str) -> Callable[[CorpusParser], CorpusParser]:
     """Decorator: make `parser(root, *, option=...)` available as corpus `name`."""
-
-    def decorator(parser: CorpusParser) -> CorpusParser:
-        if name in _PARSERS:
-            raise ValueError(f"corpus {name!r} is registered twice")
-        _PARSERS[name] = parser
-        return parser
-
-    return decorator
+    return CORPORA.register(name)
 
 
 def list_corpora() -> list[str]:
-    return sorted(_PARSERS)
+    return CORPORA.names()
 
 
 def scan_corpus(name: str, root: str | Path, /, **options) -> CorpusScan:
     """Parse the corpus distribution at `root` with the parser registered as `name`."""
-    if name not in _PARSERS:
-        raise ConfigError(f"corpus={name!r} is unknown; choose one of {list_corpora()}")
-    parser = _PARSERS[name]
+    parser = CORPORA.get(name)
     accepted = [p.name for p in inspect.signature(parser).parameters.values() if p.kind is p.KEYWORD_ONLY]
     for key in options:
         if key not in accepted:

@@ -6,33 +6,25 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..registry import Registry
 from .image import CHANNEL_MAPPINGS, to_image
 from .mel import log_mel_spectrogram, mfcc
 
 FeatureFn = Callable[[np.ndarray, "FeatureConfig"], np.ndarray]  # noqa: F821
-_FEATURES: dict[str, FeatureFn] = {}
+FEATURES = Registry("feature")
 
 
 def register_feature(name: str) -> Callable[[FeatureFn], FeatureFn]:
-    def decorator(fn: FeatureFn) -> FeatureFn:
-        if name in _FEATURES:
-            raise ValueError(f"feature {name!r} is registered twice")
-        _FEATURES[name] = fn
-        return fn
-
-    return decorator
+    return FEATURES.register(name)
 
 
 def list_features() -> list[str]:
-    return sorted(_FEATURES)
+    return FEATURES.names()
 
 
 def feature_matrix(y: np.ndarray, config) -> np.ndarray:
     """The matrix of feature `config.feature` for signal `y` (already conditioned by `prepare_audio`)."""
-    if config.feature not in _FEATURES:
-        raise ConfigError(f"feature={config.feature!r} is unknown; choose one of {list_features()}")
-    return _FEATURES[config.feature](y, config)
+    return FEATURES.get(config.feature)(y, config)
 
 
 def feature_image(y: np.ndarray, config) -> np.ndarray:

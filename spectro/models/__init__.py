@@ -11,19 +11,17 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS = Registry("model")
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
+    return MODELS.register()(fn)
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def create_model(name: str, num_classes: int, *, pretrained: bool = False, weights: str | Path | None = None,
@@ -42,13 +40,12 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False, weigh
     drop_rate : float in [0, 1)
         Dropout before the classifier.
     """
-    if name not in _MODELS:
-        raise ConfigError(f"model={name!r} is unknown; choose one of {list_models()}")
+    constructor = MODELS.get(name)
     if num_classes < 2:
         raise ConfigError(f"num_classes={num_classes} must be at least 2")
     if not 0 <= drop_rate < 1:
         raise ConfigError(f"drop_rate={drop_rate} must be in [0, 1)")
-    return _MODELS[name](num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate)
+    return constructor(num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate)
 
 
 from . import backbones  # noqa: E402,F401  (registers the ImageNet CNNs)
