@@ -67,12 +67,18 @@ def _load_with_librosa(path, sf_error: Exception) -> tuple[np.ndarray, int]:
     return y.astype(np.float32), int(native_sr)
 
 
-def trim_silence(y: np.ndarray, *, top_db: float = 30.0) -> np.ndarray:
-    """Cut leading and trailing frames quieter than `top_db` below the peak; keep `y` if all would go."""
+def silence_bounds(y: np.ndarray, *, top_db: float = 30.0) -> tuple[int, int]:
+    """Sample range left after cutting leading and trailing frames quieter than `top_db` below the peak."""
     import librosa
 
-    trimmed, _ = librosa.effects.trim(y, top_db=top_db, frame_length=512, hop_length=128)
-    return trimmed if trimmed.size else y
+    _, (start, end) = librosa.effects.trim(y, top_db=top_db, frame_length=512, hop_length=128)
+    return (int(start), int(end)) if end > start else (0, y.size)
+
+
+def trim_silence(y: np.ndarray, *, top_db: float = 30.0) -> np.ndarray:
+    """`y` without its leading and trailing silence; all of `y` if nothing would be left."""
+    start, end = silence_bounds(y, top_db=top_db)
+    return y[start:end]
 
 
 def peak_normalise(y: np.ndarray, *, peak: float = 0.95) -> np.ndarray:
@@ -112,3 +118,20 @@ def condition_audio(y: np.ndarray, config: AudioConfig) -> np.ndarray:
     if config.duration is not None:
         y = fix_duration(y, sr=config.sample_rate, duration=config.duration, align=config.align)
     return y
+
+
+def split_windows(y: np.ndarray, *, sr: int, duration: float, hop: float) -> list[tuple[float, np.ndarray]]:
+    """(start second, window) pairs of exactly `duration` seconds every `hop` seconds.
+
+    The last window ends at the end of `y`, so no audio is left unscored; a signal shorter than
+    `duration` gives one zero-padded window.
+    """
+    if duration <= 0 or hop <= 0:
+        raise ConfigError(f"duration={duration} and hop={hop} must be positive")
+    size, step = int(round(duration * sr)), max(1, int(round(hop * sr)))
+    if y.size <= size:
+        return [(0.0, fix_duration(y, sr=sr, duration=duration, align="start"))]
+    starts = list(range(0, y.size - size + 1, step))
+    if starts[-1] != y.size - size:
+        starts.append(y.size - size)
+    return [(start / sr, y[start:start + size]) for start in starts]

@@ -29,3 +29,17 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if missing:
         raise DataError(f"{str(path)!r} is not a spectro checkpoint: it lacks {missing}")
     return state
+
+
+def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu"):
+    """The model of a checkpoint, ready for inference, with the checkpoint itself.
+
+    Weights come from the checkpoint alone (no ImageNet download); class names and feature
+    settings travel with it, so predictions use exactly what training used.
+    """
+    from .models import create_model
+
+    state = load_checkpoint(path, map_location=device)
+    model = create_model(state["model_name"], len(state["classes"]), pretrained=False)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state

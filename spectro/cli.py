@@ -112,6 +112,73 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _named_trees(items: list[str]) -> dict[str, str]:
+    trees = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--images {item!r} must look like NAME=DIR, e.g. emodb=images/mel/emodb")
+        trees[name] = path
+    return trees
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, args.out, corpora=args.corpus, image_trees=_named_trees(args.images),
+                                 corpus_options=_corpus_options(args.corpus_option), workers=args.workers,
+                                 device=args.device, progress=not args.quiet)
+    for name, m in report["corpora"].items():
+        ci = m["ci95"]
+        print(f"{name}: n {m['n']}  accuracy {m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}]  "
+              f"UAR {m['uar']:.3f} [{ci['uar'][0]:.3f}, {ci['uar'][1]:.3f}]  macro-F1 {m['macro_f1']:.3f}  "
+              f"kappa {m['kappa']:.3f}  MCC {m['mcc']:.3f}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import collect_results, comparison_table, write_comparison
+
+    rows = collect_results(args.paths)
+    md, csv_path = write_comparison(rows, args.out)
+    header, cells = comparison_table(rows)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in [header, *cells]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
+    print(f"written: {md}, {csv_path}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    from .predict import expand_inputs, plot_probabilities, predict_files
+
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise SpectroError(f"no audio files in {args.inputs}")
+    failed = 0
+    for prediction in predict_files(args.checkpoint, paths, device=args.device):
+        failed += prediction.error is not None
+        if args.json:
+            record = {k: v for k, v in vars(prediction).items() if v is not None and (args.segments or k != "segments")}
+            print(json.dumps(record), flush=True)
+        elif prediction.error:
+            print(f"{prediction.path}: error: {prediction.error}", flush=True)
+        else:
+            probs = "  ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
+            print(f"{prediction.path}: {prediction.emotion}  ({probs})", flush=True)
+            if args.segments:
+                for seg in prediction.segments:
+                    print(f"  {seg['start']:7.2f}-{seg['end']:7.2f} s  {seg['emotion']}", flush=True)
+        if args.plot and prediction.error is None:
+            plot_probabilities(prediction, args.plot)
+    if failed:
+        print(f"{failed} of {len(paths)} file(s) could not be scored", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_synth(args) -> int:
     from .synth import generate_corpus
 
@@ -161,6 +228,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on test corpora; write report.md/json, plots, predictions")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt")
+    p.add_argument("--corpus", action="append", type=_corpus_spec, default=[], metavar="NAME=PATH",
+                   help="a corpus to render with the checkpoint's feature settings and score")
+    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE")
+    p.add_argument("--images", action="append", default=[], metavar="NAME=DIR",
+                   help="an existing image tree made with the checkpoint's feature settings")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--workers", type=int, help="processes for rendering (default: all cores)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("report", help="one comparison table across runs, beside the published numbers")
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_REPORT_DIR",
+                   help="checkpoints/<run> folders (summary.json) or evaluate --out folders (report.json)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("predict", help="emotion probabilities for new recordings")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt")
+    p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--segments", action="store_true", help="also the per-window results of long recordings")
+    p.add_argument("--plot", type=Path, metavar="DIR", help="save a probability bar chart per file")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("synth", help="write the built-in synthetic emotional-speech corpus")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")

@@ -46,3 +46,46 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def detailed_metrics(y_true: Sequence[int], y_pred: Sequence[int], *, class_names: Sequence[str],
+                     n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Everything a report table needs, over the fixed class list.
+
+    Adds to `classification_metrics`: Cohen's kappa, Matthews correlation, per-class precision,
+    recall, F1 and support, the row-normalised confusion matrix, and bootstrap 95% intervals for
+    accuracy and UAR (utterances resampled with replacement, percentile method).
+    """
+    from sklearn.metrics import cohen_kappa_score, matthews_corrcoef, precision_recall_fscore_support
+
+    labels = list(range(len(class_names)))
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    base = classification_metrics(y_true, y_pred, labels=labels)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    counts = np.asarray(base["confusion"], dtype=float)
+    return {
+        **base,
+        "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels)),
+        "mcc": float(matthews_corrcoef(y_true, y_pred)),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                             "support": int(support[i])} for i, name in enumerate(class_names)},
+        "confusion_normalised": (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).round(4).tolist(),
+        "ci95": bootstrap_intervals(y_true, y_pred, n_bootstrap=n_bootstrap, seed=seed),
+        "n": int(y_true.size),
+    }
+
+
+def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals of accuracy and UAR; resamples lacking a class still count for UAR."""
+    import warnings
+
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, y_true.size, size=(n_bootstrap, y_true.size))
+    accuracy = (y_true[draws] == y_pred[draws]).mean(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a resample may miss a class; UAR is over the classes present
+        uar = np.array([balanced_accuracy_score(y_true[d], y_pred[d]) for d in draws])
+    tail = 100 * (1 - level) / 2
+    return {name: [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+            for name, values in (("accuracy", accuracy), ("uar", uar))}

@@ -96,6 +96,7 @@ class Trainer:
         self.train_trees = trees
         rows, self.features = read_image_trees(trees, data.classes)
         utterances = [u for _, u in rows]
+        self.train_corpora = sorted({u.corpus for u in utterances})
         train_idx, val_idx = speaker_split(utterances, val_speakers=data.val_speakers,
                                            val_fraction=data.val_fraction, seed=seed)
         self.test_rows = {}
@@ -160,6 +161,7 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state_all() if self.cuda else []},
             "best": dict(self.best), "bad_epochs": self.bad_epochs, "history": list(self.history),
             "finished": self.finished, "classes": list(self.classes), "model_name": self.config.model.name,
+            "train_corpora": self.train_corpora,
             "config": to_dict(self.config), "features": to_dict(self.features), "versions": _versions(),
         }
 
@@ -329,7 +331,7 @@ class Trainer:
         self.model.load_state_dict(best["model"])
         val_best = next(h["val"] for h in self.history if h["epoch"] == best["best"]["epoch"])
         summary = {"run": self.config.run.name, "model": self.config.model.name, "classes": list(self.classes),
-                   "feature": self.features.feature, "train": self.train_trees,
+                   "feature": self.features.feature, "train": self.train_trees, "train_corpora": self.train_corpora,
                    "best_epoch": best["best"]["epoch"], "epochs_run": len(self.history),
                    "validation": val_best, "test": {}}
         for name, rows in self.test_rows.items():

@@ -1,0 +1,111 @@
+"""`spectro evaluate`: score a checkpoint on test corpora with its own feature settings.
+
+Writes ``report.json`` and ``report.md`` (accuracy, UAR, macro-F1, kappa, MCC, per-class scores,
+confusion matrices, bootstrap intervals), ``confusion_<corpus>.png`` and ``predictions_<corpus>.csv``,
+from which every number can be recomputed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from .checkpoint import load_trained_model
+from .config import FeatureConfig, from_dict
+from .corpora import Utterance
+from .data import ImageSet, check_disjoint
+from .errors import ConfigError
+from .fileio import atomic_open
+from .images import build_image_dataset, image_relpath, read_feature_settings, read_image_manifest
+from .manifest import scan_corpora, select_classes
+from .metrics import confusion_figure, detailed_metrics
+from .train import predict_proba, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def _training_utterances(state: dict) -> list[Utterance]:
+    """The training run's utterances, where its image trees are still on this machine."""
+    rows = []
+    for tree in state["config"]["data"]["train"]:
+        if (Path(tree) / "manifest.csv").is_file():
+            rows += [u for _, u in read_image_manifest(tree)]
+    return rows
+
+
+def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora: Sequence[tuple[str, str]] = (),
+                        image_trees: dict[str, str] | None = None, corpus_options: dict | None = None,
+                        workers: int | None = None, device: str = "auto", n_bootstrap: int = 1000,
+                        progress: bool = True) -> dict:
+    """Score `checkpoint` on each corpus (rendered into ``out_dir/images``) and each existing tree."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    torch_device = resolve_device(device)
+    model, state = load_trained_model(checkpoint, device=torch_device)
+    features = from_dict(FeatureConfig, state["features"])
+    classes = list(state["classes"])
+    sets: dict[str, tuple[list, list, dict]] = {}
+    for scan in scan_corpora(list(corpora), corpus_options):
+        kept, dropped = select_classes(scan.utterances, len(classes))
+        result = build_image_dataset(kept, out_dir / "images" / scan.corpus, features, workers=workers, progress=progress)
+        rejected = {u.path for u, _ in result.rejected}
+        tree = out_dir / "images" / scan.corpus
+        rows = [(tree / image_relpath(u), u) for u in kept if u.path not in rejected]
+        sets[scan.corpus] = (rows, {e: n for (_, e), n in dropped.items()},
+                             {"unmatched": len(scan.unmatched), "rejected": len(result.rejected)})
+    for name, tree in (image_trees or {}).items():
+        if read_feature_settings(tree) != features:
+            raise ConfigError(f"image tree {tree!r} was made with other feature settings than {checkpoint}; "
+                              f"pass the corpus itself (--corpus) so it is rendered with the checkpoint's settings")
+        rows = read_image_manifest(tree)
+        kept = [(p, u) for p, u in rows if u.emotion in classes]
+        dropped: dict[str, int] = {}
+        for _, u in rows:
+            if u.emotion not in classes:
+                dropped[u.emotion] = dropped.get(u.emotion, 0) + 1
+        sets[name] = (kept, dropped, {"unmatched": 0, "rejected": 0})
+    if not sets:
+        raise ConfigError("nothing to evaluate: pass --corpus NAME=PATH or --images NAME=DIR")
+    check_disjoint(_training_utterances(state), {f"test {n}": [u for _, u in rows] for n, (rows, _, _) in sets.items()})
+
+    best = state.get("best", {})
+    history = {h["epoch"]: h for h in state.get("history", [])}
+    report = {
+        "checkpoint": str(checkpoint), "run": state["config"]["run"]["name"], "model": state["model_name"],
+        "classes": classes, "feature": features.feature, "channels": features.image.channels,
+        "train_corpora": state.get("train_corpora", []), "epoch": state["epoch"],
+        "validation": history.get(best.get("epoch"), {}).get("val"), "corpora": {},
+    }
+    batch_size = 2 * state["config"]["train"]["batch_size"]
+    for name, (rows, dropped, skipped) in sets.items():
+        if not rows:
+            raise ConfigError(f"corpus {name}: no utterance of the classes {classes}")
+        images = ImageSet([p for p, _ in rows], [u for _, u in rows], classes, desc=f"{name} images", progress=progress)
+        probs = predict_proba(model, images, device=torch_device, batch_size=batch_size)
+        predicted = probs.argmax(1).tolist()
+        metrics = detailed_metrics(images.labels.tolist(), predicted, class_names=classes, n_bootstrap=n_bootstrap)
+        report["corpora"][name] = {**metrics, "dropped": dropped, **skipped}
+        _write_predictions(out_dir / f"predictions_{name}.csv", images.utterances, predicted, probs.tolist(), classes)
+        figure = confusion_figure(metrics["confusion"], classes, title=f"{report['run']} on {name}")
+        figure.savefig(out_dir / f"confusion_{name}.png", dpi=120)
+        plt.close(figure)
+        log.info("%s: accuracy %.3f, UAR %.3f (n=%d)", name, metrics["accuracy"], metrics["uar"], metrics["n"])
+    with atomic_open(out_dir / "report.json") as handle:
+        json.dump(report, handle, indent=2)
+    from .report import render_evaluation
+
+    with atomic_open(out_dir / "report.md") as handle:
+        handle.write(render_evaluation(report))
+    return report
+
+
+def _write_predictions(path: Path, utterances, predicted, probs, classes) -> None:
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "corpus", "speaker", "emotion", "predicted", *(f"p_{c}" for c in classes)])
+        for utt, pred, p in zip(utterances, predicted, probs):
+            writer.writerow([utt.path, utt.corpus, utt.speaker, utt.emotion, classes[pred], *(f"{v:.6f}" for v in p)])

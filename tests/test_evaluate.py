@@ -1,0 +1,145 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile
+from sklearn.metrics import cohen_kappa_score, matthews_corrcoef
+
+from conftest import write_audio
+from spectro.audio import split_windows
+from spectro.cli import main
+from spectro.config import ExperimentConfig, FeatureConfig, ImageConfig, from_dict
+from spectro.corpora import scan_corpus
+from spectro.errors import ConfigError
+from spectro.evaluate import evaluate_checkpoint
+from spectro.images import build_image_dataset
+from spectro.synth import generate_corpus
+from spectro.train import Trainer
+
+SMALL = FeatureConfig(image=ImageConfig(size=32))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained on language synth-a, and a synth-b corpus it has never heard."""
+    root = tmp_path_factory.mktemp("evaluate")
+    generate_corpus(root / "a", languages=("synth-a",), speakers_per_language=2, utterances_per_emotion=3, seed=5)
+    generate_corpus(root / "b", languages=("synth-b",), speakers_per_language=2, utterances_per_emotion=3, seed=5)
+    build_image_dataset(scan_corpus("synth", root / "a").utterances, root / "tree_a", SMALL, workers=1, progress=False)
+    config = from_dict(ExperimentConfig, {
+        "data": {"train": [str(root / "tree_a")], "classes": 4, "val_speakers": ["synth-a02m"]},
+        "model": {"name": "tiny_efficientnet", "pretrained": False},
+        "train": {"epochs": 2, "batch_size": 8},
+        "run": {"name": "tiny", "checkpoint_dir": str(root / "checkpoints"), "log_dir": str(root / "runs")}})
+    Trainer(config, progress=False).fit()
+    return root, root / "checkpoints" / "tiny" / "best.pt"
+
+
+def test_report_numbers_equal_an_independent_computation_from_the_predictions(trained, tmp_path):
+    root, checkpoint = trained
+    report = evaluate_checkpoint(checkpoint, tmp_path, corpora=[("synth", str(root / "b"))], workers=1,
+                                 n_bootstrap=200, progress=False)
+    assert {"report.json", "report.md", "confusion_synth.png", "predictions_synth.csv"} <= {p.name for p in tmp_path.iterdir()}
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    with open(tmp_path / "predictions_synth.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    classes = report["classes"]
+    truth = np.array([classes.index(r["emotion"]) for r in rows])
+    guess = np.array([classes.index(r["predicted"]) for r in rows])
+    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
+    assert (probs.argmax(1) == guess).all()
+    m = report["corpora"]["synth"]
+    assert m["n"] == len(rows) == 24
+    assert m["accuracy"] == pytest.approx((truth == guess).mean())
+    recalls = [(guess[truth == c] == c).mean() for c in range(4) if (truth == c).any()]
+    assert m["uar"] == pytest.approx(np.mean(recalls))
+    confusion = np.zeros((4, 4), int)
+    np.add.at(confusion, (truth, guess), 1)
+    assert m["confusion"] == confusion.tolist()
+    f1 = []
+    for c in range(4):
+        tp, fp, fn = confusion[c, c], confusion[:, c].sum() - confusion[c, c], confusion[c].sum() - confusion[c, c]
+        f1.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(truth, guess))
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(truth, guess))
+    assert m["ci95"]["accuracy"][0] <= m["accuracy"] <= m["ci95"]["accuracy"][1]
+    assert "| synth | 24 |" in (tmp_path / "report.md").read_text()
+
+
+def test_evaluating_on_training_speakers_is_refused(trained, tmp_path):
+    root, checkpoint = trained
+    with pytest.raises(ConfigError, match="appear in both the training data and test synth"):
+        evaluate_checkpoint(checkpoint, tmp_path, corpora=[("synth", str(root / "a"))], workers=1, progress=False)
+
+
+def test_an_image_tree_with_other_settings_is_refused(trained, tmp_path):
+    root, checkpoint = trained
+    other = FeatureConfig(image=ImageConfig(size=32, channels="grey"))
+    build_image_dataset(scan_corpus("synth", root / "b").utterances[:4], tmp_path / "grey", other, workers=1,
+                        progress=False)
+    with pytest.raises(ConfigError, match="other feature settings"):
+        evaluate_checkpoint(checkpoint, tmp_path / "out", image_trees={"b": str(tmp_path / "grey")}, progress=False)
+
+
+def test_report_puts_published_numbers_beside_ours(trained, tmp_path, capsys):
+    root, checkpoint = trained
+    evaluate_checkpoint(checkpoint, tmp_path / "eval", corpora=[("synth", str(root / "b"))], workers=1,
+                        n_bootstrap=50, progress=False)
+    resnet_run = tmp_path / "resnet50_run"
+    resnet_run.mkdir()
+    (resnet_run / "summary.json").write_text(json.dumps({
+        "run": "resnet50_mel_4class", "model": "resnet50", "classes": ["neutral", "happy", "sad", "angry"],
+        "feature": "mel", "train_corpora": ["ravdess", "tess"], "validation": {"accuracy": 0.8, "uar": 0.79},
+        "test": {"emodb": {"accuracy": 0.6, "uar": 0.55}}}))
+    assert main(["report", str(tmp_path / "eval"), str(resnet_run), "--out", str(tmp_path / "cmp")]) == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    resnet_line = next(line for line in table.splitlines() if line.startswith("| resnet50_mel_4class"))
+    assert "| 75.76 | +4.24 | 64.60 | -4.60 |" in resnet_line
+    tiny_line = next(line for line in table.splitlines() if line.startswith("| tiny"))
+    assert tiny_line.endswith("| – | – | – | – |")
+    with open(tmp_path / "cmp" / "comparison.csv", newline="") as handle:
+        assert len(list(csv.reader(handle))) == 3
+    with pytest.raises(Exception, match="neither a training summary.json nor an evaluation report.json"):
+        from spectro.report import collect_results
+
+        collect_results([tmp_path])
+
+
+def test_predict_scores_good_files_and_names_broken_ones(trained, tmp_path, capsys):
+    root, checkpoint = trained
+    folder = tmp_path / "incoming"
+    sources = sorted((root / "b").rglob("*.wav"))
+    long = np.concatenate([soundfile.read(p)[0] for p in sources[:4]])  # ~8 s, several windows
+    write_audio(folder / "long.wav", long)
+    stereo_44k = np.stack([soundfile.read(sources[5])[0]] * 2, axis=1)
+    soundfile.write(folder / "stereo44k.wav", np.repeat(stereo_44k, 3, axis=0)[::1], 48000)
+    (folder / "broken.wav").write_bytes(b"RIFF garbage")
+    soundfile.write(folder / "empty.wav", np.zeros((0,), np.float32), 16000)
+
+    code = main(["predict", str(checkpoint), str(folder), "--json", "--segments", "--plot", str(tmp_path / "plots")])
+    assert code == 1  # some files failed
+    records = {json.loads(line)["path"].split("/")[-1]: json.loads(line) for line in capsys.readouterr().out.splitlines()}
+    assert set(records) == {"long.wav", "stereo44k.wav", "broken.wav", "empty.wav"}
+    assert "cannot decode" in records["broken.wav"]["error"] and "no samples" in records["empty.wav"]["error"]
+    good = records["long.wav"]
+    assert good["emotion"] in good["probabilities"] and sum(good["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    seconds = len(long) / 16000
+    assert len(good["segments"]) > 1
+    # segment times are in the file's clock: they start after leading silence and end before the file does
+    assert 0 < good["segments"][0]["start"] < 0.5 and seconds - 0.5 < good["segments"][-1]["end"] <= seconds
+    assert "emotion" in records["stereo44k.wav"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["long.png", "stereo44k.png"]
+
+    assert main(["predict", str(checkpoint), str(folder / "long.wav")]) == 0
+    assert "long.wav: " in capsys.readouterr().out
+
+
+def test_windows_cover_the_whole_signal():
+    y = np.arange(100, dtype=np.float32)
+    windows = split_windows(y, sr=10, duration=3.0, hop=1.5)
+    assert [s for s, _ in windows] == [0.0, 1.5, 3.0, 4.5, 6.0, 7.0]
+    assert all(w.size == 30 for _, w in windows) and windows[-1][1][-1] == 99
+    (start, only), = split_windows(y[:12], sr=10, duration=3.0, hop=1.5)
+    assert start == 0.0 and only.size == 30 and only[:12].tolist() == y[:12].tolist()
