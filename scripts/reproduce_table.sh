@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Reproduce the published comparison table from corpus folders: images, every config, evaluation
+# on EMO-DB, and the comparison report. Every stage resumes, so rerun the same command after an
+# interruption; finished images, runs and reports are not redone.
+#
+#   scripts/reproduce_table.sh ravdess=/data/RAVDESS tess=/data/TESS emodb=/data/EMO-DB \
+#       [savee=/data/SAVEE] [cremad=/data/CREMA-D] [iemocap=/data/IEMOCAP]
+#
+# Outputs: images/mel/<corpus>, checkpoints/<run>, runs/<run> (TensorBoard), reports/<run>,
+# reports/comparison/comparison.{md,csv}. EXTRA_SET="model.weights=/data/resnet50.pth ..." passes
+# --set overrides to every run (offline machines); CONFIGS="configs/a.yaml ..." picks the configs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SPECTRO=${SPECTRO:-.venv/bin/spectro}
+CONFIGS=${CONFIGS:-$(ls configs/*.yaml | grep -v '/base_')}
+export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-4000000000}
+export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-4000000000}
+
+[ $# -gt 0 ] || { sed -n '2,11p' "$0"; exit 2; }
+emodb=""
+for spec in "$@"; do
+  name=${spec%%=*}
+  echo "== images: $name"
+  "$SPECTRO" images --corpus "$spec" --out "images/mel/$name" --quiet
+  [ "$name" = emodb ] && emodb=${spec#*=}
+done
+[ -n "$emodb" ] || { echo "emodb=PATH is required: it is the test corpus" >&2; exit 2; }
+
+sets=()
+for item in ${EXTRA_SET:-}; do sets+=(--set "$item"); done
+reports=()
+for config in $CONFIGS; do
+  run=$(basename "$config" .yaml)
+  echo "== train: $run"
+  "$SPECTRO" train "$config" --resume --quiet "${sets[@]}"
+  echo "== evaluate: $run"
+  if [ ! -f "reports/$run/report.json" ] || [ "checkpoints/$run/best.pt" -nt "reports/$run/report.json" ]; then
+    "$SPECTRO" evaluate "checkpoints/$run/best.pt" --images emodb=images/mel/emodb --out "reports/$run" --quiet
+  fi
+  reports+=("reports/$run")
+done
+echo "== report"
+"$SPECTRO" report "${reports[@]}" --out reports/comparison
