@@ -18,6 +18,11 @@ def test_log_mel_range_shape_and_peak_band():
     assert abs(centres[peak_band] - 1000) < 80
 
 
+def test_log_mel_accepts_float64_signals():
+    y = tone(440, seconds=0.5).astype(np.float64)
+    np.testing.assert_allclose(log_mel_spectrogram(y=y, sr=16000), log_mel_spectrogram(y=y.astype(np.float32), sr=16000))
+
+
 def test_mfcc_matches_librosa_computed_independently():
     y, sr = tone(220, seconds=0.8) + 0.1 * tone(1700, seconds=0.8), 16000
     mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=160, win_length=400, n_mels=128,

@@ -44,6 +44,7 @@ def log_mel_spectrogram(*, y: np.ndarray, sr: int, n_fft: int = 1024, hop_length
         raise ConfigError(f"y.shape={y.shape} must be a non-empty 1-D signal")
     if top_db <= 0:
         raise ConfigError(f"top_db={top_db} must be positive")
+    y = np.asarray(y, dtype=np.float32)  # float64 input would double the cost for no gain
     stft = librosa.stft(y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window="hann",
                         center=True, pad_mode="constant")
     power = np.abs(stft, dtype=np.float32) ** 2
