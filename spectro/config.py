@@ -69,6 +69,26 @@ class SpectrogramConfig:
 
 
 @dataclasses.dataclass
+class GroupDelayConfig:
+    """Modified group delay (Hegde, Murthy & Gadde 2007); frames share spectrogram.hop_length with mel."""
+
+    n_fft: int = 512
+    win_length: int = 400  # 25 ms Hamming frames at 16 kHz
+    alpha: float = 0.4
+    gamma: float = 0.9
+    lifter: int = 8
+    preemphasis: float = 0.97
+
+    def validate(self) -> None:
+        _require(0 < self.win_length <= self.n_fft, "group_delay.win_length", self.win_length,
+                 f"must be in (0, n_fft={self.n_fft}]")
+        for name in ("alpha", "gamma"):
+            _require(0 < getattr(self, name) <= 1, f"group_delay.{name}", getattr(self, name), "must be in (0, 1]")
+        _require(1 <= self.lifter <= self.n_fft // 2, "group_delay.lifter", self.lifter, "must be in [1, n_fft/2]")
+        _require(0 <= self.preemphasis < 1, "group_delay.preemphasis", self.preemphasis, "must be in [0, 1)")
+
+
+@dataclasses.dataclass
 class ImageConfig:
     """How a feature matrix becomes the RGB picture an ImageNet CNN expects."""
 
@@ -92,6 +112,7 @@ class FeatureConfig:
     feature: str = "mel"
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
     spectrogram: SpectrogramConfig = dataclasses.field(default_factory=SpectrogramConfig)
+    group_delay: GroupDelayConfig = dataclasses.field(default_factory=GroupDelayConfig)
     image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
 
     def validate(self) -> None:

@@ -71,3 +71,16 @@ def test_feature_image_is_deterministic_and_sized_by_config():
     first = feature_image(y, config)
     assert first.shape == (96, 96, 3)
     np.testing.assert_array_equal(first, feature_image(y, config))
+
+
+def test_group_delay_features_render_and_stack_framewise_under_mel():
+    from spectro.features import feature_matrix
+
+    y = tone(220, seconds=3.0) + 0.3 * tone(1400, seconds=3.0)
+    mel = feature_matrix(y, FeatureConfig(feature="mel"))
+    gd = feature_matrix(y, FeatureConfig(feature="gd"))
+    both = feature_matrix(y, FeatureConfig(feature="mel+gd"))
+    assert gd.shape == (257, mel.shape[1]) and 0 <= gd.min() and gd.max() <= 1
+    np.testing.assert_array_equal(both, np.vstack([mel, gd]))
+    for feature in ("gd", "mel+gd"):
+        assert feature_image(y, FeatureConfig(feature=feature)).shape == (224, 224, 3)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..registry import Registry
 from .image import CHANNEL_MAPPINGS, to_image
+from .group_delay import modified_group_delay
 from .mel import log_mel_spectrogram, mfcc
 
 FeatureFn = Callable[[np.ndarray, "FeatureConfig"], np.ndarray]  # noqa: F821
@@ -50,7 +51,28 @@ def mel_feature(y: np.ndarray, config) -> np.ndarray:
     return (S_db + s.top_db) / s.top_db
 
 
+
+@register_feature("gd")
+def group_delay_feature(y: np.ndarray, config) -> np.ndarray:
+    """Modified group-delay gram scaled onto [0, 1] between its 1st and 99th percentiles.
+
+    Unlike dB, group delay has no natural reference level, so each utterance sets its own range.
+    """
+    g = config.group_delay
+    tau = modified_group_delay(y=y, sr=config.audio.sample_rate, n_fft=g.n_fft, win_length=g.win_length,
+                               hop_length=config.spectrogram.hop_length, alpha=g.alpha, gamma=g.gamma,
+                               lifter=g.lifter, preemphasis=g.preemphasis)
+    low, high = np.percentile(tau, [1, 99])
+    return np.clip((tau - low) / max(high - low, 1e-6), 0.0, 1.0)
+
+
+@register_feature("mel+gd")
+def mel_and_group_delay_feature(y: np.ndarray, config) -> np.ndarray:
+    """Log-mel and group delay stacked framewise along frequency (mel below), resized as one image."""
+    return np.vstack([mel_feature(y, config), group_delay_feature(y, config)])
+
+
 __all__ = [
-    "CHANNEL_MAPPINGS", "feature_image", "feature_matrix", "list_features", "log_mel_spectrogram",
+    "CHANNEL_MAPPINGS", "feature_image", "feature_matrix", "list_features", "log_mel_spectrogram", "modified_group_delay",
     "mel_feature", "mfcc", "mfcc_matrix", "register_feature", "to_image",
 ]
