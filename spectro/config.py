@@ -306,7 +306,9 @@ class TrainConfig:
     batch_size: int = 32
     freeze_epochs: int = 1  # train only the new classifier first, then unfreeze the backbone
     label_smoothing: float = 0.1
-    class_balance: Literal["loss", "sampler", "none"] = "loss"
+    # loss: class-weighted loss; sampler: classes drawn equally often; corpus: every (corpus, class)
+    # pair drawn equally often, so a large or easy corpus does not dominate; none: as the data come
+    class_balance: Literal["loss", "sampler", "corpus", "none"] = "loss"
     early_stopping_patience: int = 4  # epochs without a better validation UAR; 0 disables
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

@@ -147,7 +147,16 @@ class Trainer:
         counts = self.train_set.class_counts()
         weight = class_weights(counts).to(self.device) if cfg.train.class_balance == "loss" else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
-        self.sample_weights = class_weights(counts)[self.train_set.labels]
+        self.sample_weights = self._sample_weights(cfg.train.class_balance)
+
+    def _sample_weights(self, balance: str) -> torch.Tensor:
+        """Per-utterance draw weights for the balanced samplers."""
+        labels = self.train_set.labels
+        if balance != "corpus":
+            return class_weights(self.train_set.class_counts())[labels]
+        cells = [(u.corpus, int(y)) for u, y in zip(self.train_set.utterances, labels)]
+        sizes = {cell: cells.count(cell) for cell in set(cells)}
+        return torch.tensor([1.0 / sizes[cell] for cell in cells])
 
     # ------------------------------------------------------------------ state
     def _state(self, *, epoch: int, batch: int, partial: dict | None) -> dict:
@@ -251,7 +260,7 @@ class Trainer:
                 torch.cuda.set_rng_state_all(saved_rng["cuda"])
         n = len(self.train_set)
         order = (torch.multinomial(self.sample_weights, n, replacement=True, generator=order_rng)
-                 if cfg.class_balance == "sampler" else torch.randperm(n, generator=order_rng))
+                 if cfg.class_balance in ("sampler", "corpus") else torch.randperm(n, generator=order_rng))
         acc = partial or {"loss_sum": 0.0, "count": 0, "y_true": [], "y_pred": []}
         self.model.train()
         steps = batches(order, cfg.batch_size)

@@ -201,3 +201,19 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(image_tree, tmp_pa
     summary = fit(data)
     assert summary["epochs_run"] < 30
     assert summary["epochs_run"] == summary["best_epoch"] + 1
+
+
+def test_corpus_balance_draws_every_corpus_and_class_equally(image_tree, tmp_path):
+    data = tiny_config(image_tree, tmp_path, class_balance="corpus")
+    trainer = Trainer(from_dict(ExperimentConfig, data), progress=False)
+    trainer._prepare_data()
+    # pretend the first 6 training utterances come from a second, small corpus
+    import dataclasses
+
+    utts = trainer.train_set.utterances
+    trainer.train_set.utterances = [dataclasses.replace(u, corpus="small") if i < 6 else u for i, u in enumerate(utts)]
+    weights = trainer._sample_weights("corpus")
+    cells = {}
+    for u, y, w in zip(trainer.train_set.utterances, trainer.train_set.labels.tolist(), weights.tolist()):
+        cells[(u.corpus, y)] = cells.get((u.corpus, y), 0.0) + w
+    assert all(total == pytest.approx(1.0) for total in cells.values())
