@@ -33,6 +33,9 @@ def spec_augment(images: torch.Tensor, *, time_masks: int, time_mask_width: floa
     generator : torch.Generator
         The only source of randomness, so a run replays exactly on resume.
     """
+    if images.ndim == 3:  # (B, F, T) matrices such as MFCCs: mask them like one-channel images
+        return spec_augment(images[:, None], time_masks=time_masks, time_mask_width=time_mask_width,
+                            freq_masks=freq_masks, freq_mask_width=freq_mask_width, generator=generator)[:, 0]
     b, _, h, w = images.shape
     cols = _band_mask(b, w, count=time_masks, max_fraction=time_mask_width, generator=generator)
     rows = _band_mask(b, h, count=freq_masks, max_fraction=freq_mask_width, generator=generator)

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class ImageSet:
-    """Images of one split decoded once into a uint8 tensor (N, 3, H, W), with labels and sources."""
+    """Inputs of one split decoded once: uint8 images (N, 3, H, W) or float16 matrices (N, F, T)."""
 
     def __init__(self, paths: Sequence[Path], utterances: Sequence[Utterance], classes: Sequence[str], *,
                  desc: str = "loading", progress: bool = True):
@@ -36,14 +36,21 @@ class ImageSet:
         return len(self.utterances)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images scaled to [0, 1] and their labels."""
-        return self.images[indices].float().div_(255), self.labels[indices]
+        """Model inputs (images scaled to [0, 1]) and their labels."""
+        return as_model_input(self.images[indices]), self.labels[indices]
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=len(self.classes))
 
 
+def as_model_input(stored: torch.Tensor) -> torch.Tensor:
+    """Float model input from stored arrays: uint8 pictures scaled to [0, 1], matrices as they are."""
+    return stored.float().div_(255) if stored.dtype == torch.uint8 else stored.float()
+
+
 def _decode(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path)
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
 

@@ -54,7 +54,7 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
         result = build_image_dataset(kept, out_dir / "images" / scan.corpus, features, workers=workers, progress=progress)
         rejected = {u.path for u, _ in result.rejected}
         tree = out_dir / "images" / scan.corpus
-        rows = [(tree / image_relpath(u), u) for u in kept if u.path not in rejected]
+        rows = [(tree / image_relpath(u, features.feature), u) for u in kept if u.path not in rejected]
         sets[scan.corpus] = (rows, {e: n for (_, e), n in dropped.items()},
                              {"unmatched": len(scan.unmatched), "rejected": len(result.rejected)})
     for name, tree in (image_trees or {}).items():

@@ -25,7 +25,7 @@ from .audio import condition_audio, prepare_audio
 from .config import FeatureConfig, from_dict, to_dict
 from .corpora import Utterance
 from .errors import DataError
-from .features import feature_image
+from .features import feature_array, is_image_feature
 from .fileio import atomic_open, remove_stale_temporaries
 from .manifest import COLUMNS, write_manifest
 
@@ -44,15 +44,20 @@ class ImageJobResult:
     rejected: list[tuple[Utterance, str]]
 
 
-def image_relpath(utt: Utterance) -> str:
-    """Where an utterance's image lives inside an image tree (ImageFolder layout)."""
-    return f"{utt.emotion}/{utt.corpus}__{utt.speaker}__{utt.stem}.png"
+def image_relpath(utt: Utterance, feature: str = "mel") -> str:
+    """Where an utterance's picture (or, for matrix features, its .npy) lives in a tree (ImageFolder layout)."""
+    suffix = ".png" if is_image_feature(feature) else ".npy"
+    return f"{utt.emotion}/{utt.corpus}__{utt.speaker}__{utt.stem}{suffix}"
 
 
-def save_png(image: np.ndarray, path: Path) -> None:
-    # Fast zlib level with run-length strategy: lossless, ~25% faster and smaller than the default.
+def save_array(array: np.ndarray, path: Path) -> None:
+    """A channels-first model input as a viewable PNG (images) or a .npy matrix, atomically."""
     with atomic_open(path, "wb", durable=False) as handle:
-        Image.fromarray(image).save(handle, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+        if path.suffix == ".npy":
+            np.save(handle, array)
+        else:  # fast zlib level with run-length strategy: lossless, ~25% faster and smaller than the default
+            Image.fromarray(array.transpose(1, 2, 0)).save(handle, format="PNG", compress_level=1,
+                                                           compress_type=zlib.Z_RLE)
 
 
 def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
@@ -104,14 +109,14 @@ def _warm_up(config: FeatureConfig) -> None:
     # Render one short noise burst before forking: the workers then inherit the imported libraries
     # and the cached filter bank and colour map instead of each paying for them (about a second).
     noise = np.random.default_rng(0).standard_normal(config.audio.sample_rate // 10).astype(np.float32)
-    feature_image(condition_audio(noise, config.audio), config)
+    feature_array(condition_audio(noise, config.audio), config)
 
 
 def _render(task: tuple[int, str, str]) -> tuple[int, str | None]:
     index, source, target = task
     try:
         y = prepare_audio(source, _worker_config.audio)
-        save_png(feature_image(y, _worker_config), Path(target))
+        save_array(feature_array(y, _worker_config), Path(target))
         return index, None
     except Exception as error:  # one bad file must never stop the job
         return index, str(error) if isinstance(error, DataError) else f"{type(error).__name__}: {error}"
@@ -136,7 +141,7 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
     out_dir.mkdir(parents=True, exist_ok=True)
     _claim_settings(out_dir, config)
     remove_stale_temporaries(out_dir)
-    targets = [image_relpath(u) for u in utterances]
+    targets = [image_relpath(u, config.feature) for u in utterances]
     seen: dict[str, Utterance] = {}
     for utt, rel in zip(utterances, targets):
         if rel in seen and seen[rel].path != utt.path:

@@ -18,7 +18,8 @@ from .checkpoint import load_trained_model
 from .config import FeatureConfig, from_dict
 from .corpora import AUDIO_SUFFIXES
 from .errors import DataError, SpectroError
-from .features import feature_image
+from .data import as_model_input
+from .features import feature_array
 
 
 @dataclasses.dataclass
@@ -70,8 +71,8 @@ def predict_files(checkpoint: str | Path, paths: Iterable[str | Path], *, hop_fr
         except SpectroError as error:
             yield Prediction(str(path), error=str(error))
             continue
-        images = np.stack([feature_image(w, features) for _, _, w in windows]).transpose(0, 3, 1, 2)
-        probs = torch.softmax(model(torch.from_numpy(images).float().div_(255).to(device)), dim=1).cpu().numpy()
+        inputs = as_model_input(torch.from_numpy(np.stack([feature_array(w, features) for _, _, w in windows])))
+        probs = torch.softmax(model(inputs.to(device)), dim=1).cpu().numpy()
         mean = probs.mean(axis=0)
         as_dict = lambda p: {c: round(float(v), 6) for c, v in zip(classes, p)}  # noqa: E731
         yield Prediction(

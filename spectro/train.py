@@ -63,7 +63,7 @@ def predict_proba(model: nn.Module, images: ImageSet, *, device: torch.device, b
     out = []
     for index in batches(torch.arange(len(images)), batch_size):
         x, _ = images.batch(index)
-        x = x.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        x = x.to(device, memory_format=torch.channels_last if channels_last and x.ndim == 4 else torch.contiguous_format)
         out.append(torch.softmax(model(x).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0, len(images.classes))
 
@@ -126,7 +126,7 @@ class Trainer:
         self.channels_last = self.cuda and cfg.train.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        head = {id(p) for p in self.model.classifier_parameters()}
+        head = {id(p) for p in self.model.new_parameters()}  # start untrained: full lr, never frozen
         self.backbone_params = [p for p in self.model.parameters() if id(p) not in head]
         groups = [{"params": [p for p in self.model.parameters() if id(p) in head], "lr": optim.lr},
                   {"params": self.backbone_params, "lr": optim.lr * optim.backbone_lr_scale}]
@@ -273,9 +273,11 @@ class Trainer:
                 x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width,
                                  freq_masks=aug.freq_masks, freq_mask_width=aug.freq_mask_width,
                                  generator=self.augment_rng)
-                if epoch == 0 and b == 0:
+                if epoch == 0 and b == 0 and x.ndim == 4:
                     writer.add_images("examples/train_augmented", x[:8], 0)
-                x, y = x.to(self.device, memory_format=memory_format, non_blocking=True), y.to(self.device)
+                x = x.to(self.device, memory_format=memory_format if x.ndim == 4 else torch.contiguous_format,
+                         non_blocking=True)
+                y = y.to(self.device)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
                     logits = self.model(x)
                     loss = self.loss_fn(logits.float(), y)

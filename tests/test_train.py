@@ -73,7 +73,12 @@ def test_validation_speakers_never_train_and_test_sets_are_scored_last(image_tre
 
 
 def test_head_only_epochs_leave_the_backbone_untouched(image_tree, tmp_path):
+    import timm
+
+    weights = tmp_path / "pretrained.pth"  # stands in for ImageNet weights
+    torch.save(timm.create_model("test_efficientnet").state_dict(), weights)
     data = tiny_config(image_tree, tmp_path, epochs=1, freeze_epochs=1)
+    data["model"]["weights"] = str(weights)
     fit(data)
     trained = torch.load(tmp_path / "checkpoints" / "tiny" / "last.pt", weights_only=True)["model"]
     untrained = Trainer(from_dict(ExperimentConfig, data), progress=False)

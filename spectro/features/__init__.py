@@ -15,8 +15,17 @@ FeatureFn = Callable[[np.ndarray, "FeatureConfig"], np.ndarray]  # noqa: F821
 FEATURES = Registry("feature")
 
 
-def register_feature(name: str) -> Callable[[FeatureFn], FeatureFn]:
+MATRIX_FEATURES: set[str] = set()  # fed to models as float matrices, not rendered as pictures
+
+
+def register_feature(name: str, *, image: bool = True) -> Callable[[FeatureFn], FeatureFn]:
+    if not image:
+        MATRIX_FEATURES.add(name)
     return FEATURES.register(name)
+
+
+def is_image_feature(name: str) -> bool:
+    return name not in MATRIX_FEATURES
 
 
 def list_features() -> list[str]:
@@ -32,6 +41,13 @@ def feature_image(y: np.ndarray, config) -> np.ndarray:
     """The uint8 RGB image that CNNs see for signal `y`, as set by a `FeatureConfig`."""
     return to_image(feature_matrix(y, config), size=config.image.size, channels=config.image.channels,
                     colormap=config.image.colormap)
+
+
+def feature_array(y: np.ndarray, config) -> np.ndarray:
+    """What a model reads for `y`, channels first: a uint8 (3, H, W) image, or a float16 matrix."""
+    if is_image_feature(config.feature):
+        return feature_image(y, config).transpose(2, 0, 1)
+    return feature_matrix(y, config).astype(np.float16)
 
 
 def mfcc_matrix(y: np.ndarray, config) -> np.ndarray:
@@ -72,7 +88,16 @@ def mel_and_group_delay_feature(y: np.ndarray, config) -> np.ndarray:
     return np.vstack([mel_feature(y, config), group_delay_feature(y, config)])
 
 
+
+@register_feature("mfcc", image=False)
+def mfcc_feature(y: np.ndarray, config) -> np.ndarray:
+    """MFCC matrix (n_mfcc x frames), each coefficient standardised over the utterance (CMVN),
+    which removes channel and level differences between recordings."""
+    m = mfcc_matrix(y, config)
+    return (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-5)
+
+
 __all__ = [
-    "CHANNEL_MAPPINGS", "feature_image", "feature_matrix", "list_features", "log_mel_spectrogram", "modified_group_delay",
+    "CHANNEL_MAPPINGS", "feature_array", "feature_image", "is_image_feature", "feature_matrix", "list_features", "log_mel_spectrogram", "modified_group_delay",
     "mel_feature", "mfcc", "mfcc_matrix", "register_feature", "to_image",
 ]

@@ -48,6 +48,6 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False, weigh
     return constructor(num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate)
 
 
-from . import backbones  # noqa: E402,F401  (registers the ImageNet CNNs)
+from . import backbones, mfcc_cnn  # noqa: E402,F401  (registration)
 
 __all__ = ["create_model", "list_models", "register_model"]

@@ -20,9 +20,10 @@ from .pretrained import resolve_imagenet_weights
 class ImageClassifier(nn.Module):
     """A timm network plus the input normalisation of its pretraining."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, *, pretrained: bool):
         super().__init__()
         self.net = net
+        self.pretrained = pretrained
         cfg = net.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, -1, 1, 1), persistent=False)
@@ -31,8 +32,9 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
 
-    def classifier_parameters(self) -> list[nn.Parameter]:
-        return list(self.net.get_classifier().parameters())
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters that start untrained: the fresh classifier, or everything without pretraining."""
+        return list(self.net.get_classifier().parameters() if self.pretrained else self.parameters())
 
 
 def _create_imagenet_cnn(name: str, arch: str, num_classes: int, *, pretrained: bool = False,
@@ -48,7 +50,7 @@ def _create_imagenet_cnn(name: str, arch: str, num_classes: int, *, pretrained: 
     except RuntimeError as error:  # state dict keys or shapes do not fit the architecture
         raise ConfigError(f"model {name!r}: the weights do not fit {arch}: {str(error)[:400]}") from None
     _reset_classifier(net.get_classifier())
-    return ImageClassifier(net)
+    return ImageClassifier(net, pretrained=use_weights)
 
 
 def _reset_classifier(head: nn.Linear) -> None:
