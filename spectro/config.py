@@ -235,8 +235,9 @@ def load_yaml(path: str | Path) -> dict:
 class DataConfig:
     """Which image trees to learn from and test on (trees made by `spectro images`)."""
 
-    train: list[str] = dataclasses.field(default_factory=list)
-    test: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> image tree, scored after training
+    # Each entry is one corpus: an image tree, or for multi-input models {input: tree, ...}.
+    train: list[str | dict[str, str]] = dataclasses.field(default_factory=list)
+    test: dict[str, str | dict[str, str]] = dataclasses.field(default_factory=dict)  # scored after training
     classes: int = 4
     val_speakers: list[str] = dataclasses.field(default_factory=list)  # empty: draw val_fraction per corpus
     val_fraction: float = 0.2
@@ -254,7 +255,8 @@ class DataConfig:
 class ModelConfig:
     name: str = "efficientnet_lite0"
     pretrained: bool = True
-    weights: str | None = None  # a torchvision/timm state dict, for machines without internet
+    # a torchvision/timm state dict, for machines without internet; multi-input models: {branch: path}
+    weights: str | dict[str, str] | None = None
     drop_rate: float = 0.2
 
     def validate(self) -> None:

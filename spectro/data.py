@@ -21,23 +21,33 @@ from .images import read_feature_settings, read_image_manifest
 log = logging.getLogger(__name__)
 
 
-class ImageSet:
-    """Inputs of one split decoded once: uint8 images (N, 3, H, W) or float16 matrices (N, F, T)."""
+SINGLE_INPUT = "image"  # the input name of single-input models
 
-    def __init__(self, paths: Sequence[Path], utterances: Sequence[Utterance], classes: Sequence[str], *,
-                 desc: str = "loading", progress: bool = True):
+
+class ImageSet:
+    """The inputs of one split, decoded once and kept together per utterance.
+
+    Each input is a tensor: uint8 images (N, 3, H, W) or float16 matrices (N, F, T). `paths` holds
+    one path per utterance (a single-input set) or a mapping input name -> path (multi-input).
+    """
+
+    def __init__(self, paths: Sequence[Path] | Sequence[dict[str, Path]], utterances: Sequence[Utterance],
+                 classes: Sequence[str], *, desc: str = "loading", progress: bool = True):
         index = {name: i for i, name in enumerate(classes)}
+        sources = [p if isinstance(p, dict) else {SINGLE_INPUT: p} for p in paths]
+        names = list(sources[0]) if sources else [SINGLE_INPUT]
         self.utterances = list(utterances)
         self.classes = tuple(classes)
         self.labels = torch.tensor([index[u.emotion] for u in utterances], dtype=torch.long)
-        self.images = _decode_all(list(paths), desc=desc, progress=progress)
+        self.inputs = {name: _decode_all([s[name] for s in sources], desc=desc if len(names) == 1 else f"{desc}: {name}",
+                                         progress=progress) for name in names}
 
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model inputs (images scaled to [0, 1]) and their labels."""
-        return as_model_input(self.images[indices]), self.labels[indices]
+    def batch(self, indices: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Model inputs by name (images scaled to [0, 1]) and the labels."""
+        return {name: as_model_input(stored[indices]) for name, stored in self.inputs.items()}, self.labels[indices]
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=len(self.classes))
@@ -84,6 +94,39 @@ def read_image_trees(dirs: Sequence[str | Path], num_classes: int) -> tuple[list
     if len(kept) < len(rows):
         log.info("%d utterance(s) outside the %d-class setup left out", len(rows) - len(kept), num_classes)
     return kept, settings
+
+
+def as_sources(entry: str | dict[str, str]) -> dict[str, str]:
+    """A data entry as input name -> tree: a plain tree feeds the single input."""
+    return {SINGLE_INPUT: entry} if isinstance(entry, str) else dict(entry)
+
+
+def read_sources(entries: Sequence[dict[str, str]], num_classes: int
+                 ) -> tuple[list[tuple[dict[str, Path], Utterance]], dict[str, FeatureConfig]]:
+    """Utterances found in every input's tree, with their per-input files and each input's settings.
+
+    Every entry must name the same inputs, and one input must have one set of feature settings.
+    """
+    names = list(entries[0])
+    features: dict[str, FeatureConfig] = {}
+    rows = []
+    for entry in entries:
+        if sorted(entry) != sorted(names):
+            raise ConfigError(f"data entries name different inputs: {sorted(entry)} and {sorted(names)}")
+        per_input = {}
+        for name, tree in entry.items():
+            found, settings = read_image_trees([tree], num_classes)
+            if features.setdefault(name, settings) != settings:
+                raise ConfigError(f"input {name!r}: {tree!r} was made with other feature settings than the other "
+                                  f"{name!r} trees; render them with the same settings")
+            per_input[name] = {utt.path: (path, utt) for path, utt in found}
+        common = set.intersection(*(set(found) for found in per_input.values()))
+        lost = max(len(found) for found in per_input.values()) - len(common)
+        if lost:
+            log.warning("%d utterance(s) of %s lack one of the inputs %s and are left out", lost, entry, names)
+        first = per_input[names[0]]
+        rows += [({name: per_input[name][key][0] for name in names}, first[key][1]) for key in first if key in common]
+    return rows, features
 
 
 def speaker_split(utterances: Sequence[Utterance], *, val_speakers: Sequence[str] = (), val_fraction: float = 0.2,

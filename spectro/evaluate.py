@@ -16,7 +16,7 @@ from typing import Sequence
 from .checkpoint import load_trained_model
 from .config import FeatureConfig, from_dict
 from .corpora import Utterance
-from .data import ImageSet, check_disjoint
+from .data import SINGLE_INPUT, ImageSet, as_sources, check_disjoint
 from .errors import ConfigError
 from .fileio import atomic_open
 from .images import build_image_dataset, image_relpath, read_feature_settings, read_image_manifest
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 def _training_utterances(state: dict) -> list[Utterance]:
     """The training run's utterances, where its image trees are still on this machine."""
     rows = []
-    for tree in state["config"]["data"]["train"]:
+    for entry in state["config"]["data"]["train"]:
+        tree = next(iter(as_sources(entry).values()))  # every input of an entry holds the same utterances
         if (Path(tree) / "manifest.csv").is_file():
             rows += [u for _, u in read_image_manifest(tree)]
     return rows
@@ -46,23 +47,30 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
     model, state = load_trained_model(checkpoint, device=torch_device)
-    features = from_dict(FeatureConfig, state["features"])
+    inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
+    single = list(inputs) == [SINGLE_INPUT]
     classes = list(state["classes"])
-    sets: dict[str, tuple[list, list, dict]] = {}
+    sets: dict[str, tuple[list, dict, dict]] = {}
     for scan in scan_corpora(list(corpora), corpus_options):
         kept, dropped = select_classes(scan.utterances, len(classes))
-        result = build_image_dataset(kept, out_dir / "images" / scan.corpus, features, workers=workers, progress=progress)
-        rejected = {u.path for u, _ in result.rejected}
-        tree = out_dir / "images" / scan.corpus
-        rows = [(tree / image_relpath(u, features.feature), u) for u in kept if u.path not in rejected]
+        rejected, paths = set(), {}
+        for name, features in inputs.items():
+            tree = out_dir / "images" / scan.corpus if single else out_dir / "images" / name / scan.corpus
+            result = build_image_dataset(kept, tree, features, workers=workers, progress=progress)
+            rejected |= {u.path for u, _ in result.rejected}
+            paths[name] = {u.path: tree / image_relpath(u, features.feature) for u in kept}
+        rows = [({name: paths[name][u.path] for name in inputs}, u) for u in kept if u.path not in rejected]
         sets[scan.corpus] = (rows, {e: n for (_, e), n in dropped.items()},
-                             {"unmatched": len(scan.unmatched), "rejected": len(result.rejected)})
+                             {"unmatched": len(scan.unmatched), "rejected": len(rejected)})
     for name, tree in (image_trees or {}).items():
-        if read_feature_settings(tree) != features:
+        if not single:
+            raise ConfigError(f"{checkpoint} reads several inputs {list(inputs)}; pass the corpus itself (--corpus) "
+                              "so each input is rendered with its settings")
+        if read_feature_settings(tree) != inputs[SINGLE_INPUT]:
             raise ConfigError(f"image tree {tree!r} was made with other feature settings than {checkpoint}; "
                               f"pass the corpus itself (--corpus) so it is rendered with the checkpoint's settings")
         rows = read_image_manifest(tree)
-        kept = [(p, u) for p, u in rows if u.emotion in classes]
+        kept = [({SINGLE_INPUT: p}, u) for p, u in rows if u.emotion in classes]
         dropped: dict[str, int] = {}
         for _, u in rows:
             if u.emotion not in classes:
@@ -76,7 +84,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
     history = {h["epoch"]: h for h in state.get("history", [])}
     report = {
         "checkpoint": str(checkpoint), "run": state["config"]["run"]["name"], "model": state["model_name"],
-        "classes": classes, "feature": features.feature, "channels": features.image.channels,
+        "classes": classes, "feature": ",".join(f.feature for f in inputs.values()),
+        "channels": next(iter(inputs.values())).image.channels,
         "train_corpora": state.get("train_corpora", []), "epoch": state["epoch"],
         "validation": history.get(best.get("epoch"), {}).get("val"), "corpora": {},
     }

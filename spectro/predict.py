@@ -17,9 +17,10 @@ from .audio import load_audio, peak_normalise, silence_bounds, split_windows
 from .checkpoint import load_trained_model
 from .config import FeatureConfig, from_dict
 from .corpora import AUDIO_SUFFIXES
-from .errors import DataError, SpectroError
 from .data import as_model_input
+from .errors import DataError, SpectroError
 from .features import feature_array
+from .train import forward, resolve_device
 
 
 @dataclasses.dataclass
@@ -59,20 +60,20 @@ def _windows(path: Path, features: FeatureConfig, hop_fraction: float) -> list[t
 def predict_files(checkpoint: str | Path, paths: Iterable[str | Path], *, hop_fraction: float = 0.5,
                   device: str = "auto") -> Iterator[Prediction]:
     """Yield one Prediction per file; unreadable or empty files get `error` and the rest go on."""
-    from .train import resolve_device
-
     device = resolve_device(device)
     model, state = load_trained_model(checkpoint, device=device)
-    features = from_dict(FeatureConfig, state["features"])
+    inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
+    audio = next(iter(inputs.values()))  # training checked that every input conditions audio alike
     classes = list(state["classes"])
     for path in map(Path, paths):
         try:
-            windows = _windows(path, features, hop_fraction)
+            windows = _windows(path, audio, hop_fraction)
         except SpectroError as error:
             yield Prediction(str(path), error=str(error))
             continue
-        inputs = as_model_input(torch.from_numpy(np.stack([feature_array(w, features) for _, _, w in windows])))
-        probs = torch.softmax(model(inputs.to(device)), dim=1).cpu().numpy()
+        batch = {name: as_model_input(torch.from_numpy(np.stack([feature_array(w, f) for _, _, w in windows]))).to(device)
+                 for name, f in inputs.items()}
+        probs = torch.softmax(forward(model, batch), dim=1).cpu().numpy()
         mean = probs.mean(axis=0)
         as_dict = lambda p: {c: round(float(v), 6) for c, v in zip(classes, p)}  # noqa: E731
         yield Prediction(

@@ -26,7 +26,7 @@ from .augment import spec_augment
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, to_dict
 from .corpora import class_names
-from .data import ImageSet, batches, check_disjoint, class_weights, read_image_trees, speaker_split
+from .data import SINGLE_INPUT, ImageSet, as_sources, batches, check_disjoint, class_weights, read_sources, speaker_split
 from .errors import ConfigError
 from .fileio import atomic_open
 from .metrics import classification_metrics, confusion_figure
@@ -62,10 +62,16 @@ def predict_proba(model: nn.Module, images: ImageSet, *, device: torch.device, b
     model.eval()
     out = []
     for index in batches(torch.arange(len(images)), batch_size):
-        x, _ = images.batch(index)
-        x = x.to(device, memory_format=torch.channels_last if channels_last and x.ndim == 4 else torch.contiguous_format)
-        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        inputs, _ = images.batch(index)
+        inputs = {name: x.to(device, memory_format=torch.channels_last if channels_last and x.ndim == 4
+                             else torch.contiguous_format) for name, x in inputs.items()}
+        out.append(torch.softmax(forward(model, inputs).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0, len(images.classes))
+
+
+def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Call a multi-input model with the mapping, a single-input model with its one tensor."""
+    return model(inputs) if hasattr(model, "input_names") else model(inputs[SINGLE_INPUT])
 
 
 def _seed_for(seed: int, epoch: int, stream: int) -> int:
@@ -87,24 +93,30 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _prepare_data(self) -> None:
         data, seed = self.config.data, self.config.train.seed
-        trees = [t for t in data.train if data.missing_train == "error" or (Path(t) / "manifest.csv").is_file()]
-        skipped = sorted(set(data.train) - set(trees))
+        entries = [as_sources(e) for e in data.train]
+        present = [e for e in entries
+                   if data.missing_train == "error" or all((Path(t) / "manifest.csv").is_file() for t in e.values())]
+        skipped = [e for e in entries if e not in present]
         if skipped:
-            log.warning("data.missing_train=skip: no image tree at %s; training without them", ", ".join(skipped))
-        if not trees:
+            log.warning("data.missing_train=skip: no image tree at %s; training without them", skipped)
+        if not present:
             raise ConfigError(f"none of the data.train image trees exist: {data.train}; make them with `spectro images`")
-        self.train_trees = trees
-        rows, self.features = read_image_trees(trees, data.classes)
+        self.train_trees = [next(iter(e.values())) if len(e) == 1 else e for e in present]
+        rows, self.features = read_sources(present, data.classes)
+        audio = {name: f.audio for name, f in self.features.items()}
+        if len({json.dumps(to_dict(a), sort_keys=True) for a in audio.values()}) > 1:
+            raise ConfigError("the inputs were rendered with different audio settings; one recording must be "
+                              "conditioned one way for all inputs")
         utterances = [u for _, u in rows]
         self.train_corpora = sorted({u.corpus for u in utterances})
         train_idx, val_idx = speaker_split(utterances, val_speakers=data.val_speakers,
                                            val_fraction=data.val_fraction, seed=seed)
         self.test_rows = {}
         for name, tree in data.test.items():
-            self.test_rows[name], test_features = read_image_trees([tree], data.classes)
+            self.test_rows[name], test_features = read_sources([as_sources(tree)], data.classes)
             if test_features != self.features:
-                raise ConfigError(f"data.test.{name}: {tree!r} was made with other feature settings than the "
-                                  "training images; render it with the training settings")
+                raise ConfigError(f"data.test.{name}: {tree!r} was made with other feature settings (or inputs) than "
+                                  "the training images; render it with the training settings")
         check_disjoint([utterances[i] for i in train_idx],
                        {"validation": [utterances[i] for i in val_idx],
                         **{f"test {n}": [u for _, u in r] for n, r in self.test_rows.items()}})
@@ -123,6 +135,12 @@ class Trainer:
         cfg, optim = self.config, self.config.optim
         self.model = create_model(cfg.model.name, len(self.classes), pretrained=cfg.model.pretrained,
                                   weights=cfg.model.weights, drop_rate=cfg.model.drop_rate).to(self.device)
+        wanted = list(getattr(self.model, "input_names", [SINGLE_INPUT]))
+        if sorted(wanted) != sorted(self.features):
+            raise ConfigError(f"model {cfg.model.name!r} reads inputs {wanted}, but the data entries give "
+                              f"{sorted(self.features)}; write each data.train entry as {{{', '.join(f'{n}: TREE' for n in wanted)}}}"
+                              if len(wanted) > 1 else
+                              f"model {cfg.model.name!r} reads one input; give each data.train entry as one image tree")
         self.channels_last = self.cuda and cfg.train.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -149,6 +167,15 @@ class Trainer:
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
         self.sample_weights = self._sample_weights(cfg.train.class_balance)
 
+    @property
+    def _first_features(self):
+        return next(iter(self.features.values()))
+
+    @property
+    def _feature_label(self) -> str:
+        """"mel" for one input; "mel,gd" (the inputs' features, in order) for several."""
+        return ",".join(f.feature for f in self.features.values())
+
     def _sample_weights(self, balance: str) -> torch.Tensor:
         """Per-utterance draw weights for the balanced samplers."""
         labels = self.train_set.labels
@@ -171,7 +198,8 @@ class Trainer:
             "best": dict(self.best), "bad_epochs": self.bad_epochs, "history": list(self.history),
             "finished": self.finished, "classes": list(self.classes), "model_name": self.config.model.name,
             "train_corpora": self.train_corpora,
-            "config": to_dict(self.config), "features": to_dict(self.features), "versions": _versions(),
+            "config": to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.features.items()},
+            "features": to_dict(self._first_features), "versions": _versions(),
         }
 
     def _restore(self, state: dict) -> None:
@@ -215,7 +243,8 @@ class Trainer:
             log.info("resuming %s at epoch %d, batch %d", self.config.run.name, start_epoch + 1, start_batch)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.run_dir / "config.yaml") as handle:
-            yaml.safe_dump({**to_dict(self.config), "features": to_dict(self.features), "classes": list(self.classes)},
+            yaml.safe_dump({**to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.features.items()},
+                            "classes": list(self.classes)},
                            handle, sort_keys=False)
         writer = SummaryWriter(str(self.log_dir), purge_step=start_epoch + 1 if start_epoch else None)
 
@@ -269,17 +298,18 @@ class Trainer:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         for b in range(start_batch, len(steps)):
             try:
-                x, y = self.train_set.batch(steps[b])
-                x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width,
-                                 freq_masks=aug.freq_masks, freq_mask_width=aug.freq_mask_width,
-                                 generator=self.augment_rng)
-                if epoch == 0 and b == 0 and x.ndim == 4:
-                    writer.add_images("examples/train_augmented", x[:8], 0)
-                x = x.to(self.device, memory_format=memory_format if x.ndim == 4 else torch.contiguous_format,
-                         non_blocking=True)
+                inputs, y = self.train_set.batch(steps[b])
+                for name, x in inputs.items():
+                    x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width,
+                                     freq_masks=aug.freq_masks, freq_mask_width=aug.freq_mask_width,
+                                     generator=self.augment_rng)
+                    if epoch == 0 and b == 0 and x.ndim == 4:
+                        writer.add_images(f"examples/train_augmented_{name}", x[:8], 0)
+                    inputs[name] = x.to(self.device, memory_format=memory_format if x.ndim == 4 else torch.contiguous_format,
+                                        non_blocking=True)
                 y = y.to(self.device)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
-                    logits = self.model(x)
+                    logits = forward(self.model, inputs)
                     loss = self.loss_fn(logits.float(), y)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -342,7 +372,7 @@ class Trainer:
         self.model.load_state_dict(best["model"])
         val_best = next(h["val"] for h in self.history if h["epoch"] == best["best"]["epoch"])
         summary = {"run": self.config.run.name, "model": self.config.model.name, "classes": list(self.classes),
-                   "feature": self.features.feature, "train": self.train_trees, "train_corpora": self.train_corpora,
+                   "feature": self._feature_label, "train": self.train_trees, "train_corpora": self.train_corpora,
                    "best_epoch": best["best"]["epoch"], "epochs_run": len(self.history),
                    "validation": val_best, "test": {}}
         for name, rows in self.test_rows.items():
@@ -358,8 +388,8 @@ class Trainer:
             print(f"test {name}: n {len(test_set)}  acc {metrics['accuracy']:.3f}  uar {metrics['uar']:.3f}  "
                   f"f1 {metrics['macro_f1']:.3f}", flush=True)
         hparams = {"model": self.config.model.name, "pretrained": self.config.model.pretrained,
-                   "classes": len(self.classes), "feature": self.features.feature,
-                   "channels": self.features.image.channels, "optimizer": self.config.optim.optimizer,
+                   "classes": len(self.classes), "feature": self._feature_label,
+                   "channels": self._first_features.image.channels, "optimizer": self.config.optim.optimizer,
                    "lr": self.config.optim.lr, "batch_size": self.config.train.batch_size,
                    "epochs": self.config.train.epochs, "seed": self.config.train.seed}
         finals = {"hparam/val_accuracy": val_best["accuracy"], "hparam/val_uar": val_best["uar"],

@@ -59,7 +59,7 @@ def test_training_writes_checkpoints_summary_and_tensorboard(image_tree, tmp_pat
         assert {f"loss/{split}", f"accuracy/{split}", f"uar/{split}", f"macro_f1/{split}"} <= scalars
     assert {"lr/head", "lr/backbone"} <= scalars
     assert len(events.Scalars("uar/val")) == 3
-    assert {"examples/train_augmented", "confusion/val"} <= set(events.Tags()["images"])
+    assert {"examples/train_augmented_image", "confusion/val"} <= set(events.Tags()["images"])
     hparams = EventAccumulator(str(tmp_path / "runs" / "tiny")).Reload()
     assert "_hparams_/session_start_info" in hparams.summary_metadata
 

@@ -16,16 +16,17 @@ from ..registry import Registry
 MODELS = Registry("model")
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    return MODELS.register()(fn)
+def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
+    """Decorator registering a constructor under its function name, or under `name`."""
+    return MODELS.register(name)(fn) if fn is not None else MODELS.register(name)
 
 
 def list_models() -> list[str]:
     return MODELS.names()
 
 
-def create_model(name: str, num_classes: int, *, pretrained: bool = False, weights: str | Path | None = None,
-                 drop_rate: float = 0.0) -> nn.Module:
+def create_model(name: str, num_classes: int, *, pretrained: bool = False,
+                 weights: str | Path | dict[str, str] | None = None, drop_rate: float = 0.0) -> nn.Module:
     """Build a registered model with a fresh `num_classes`-way classifier.
 
     Parameters
@@ -35,8 +36,9 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False, weigh
     num_classes : int >= 2
     pretrained : bool
         Start from ImageNet weights (packaged, cached, or downloaded); an error if none can be had.
-    weights : path, optional
-        A torchvision or timm state dict to start from instead; implies pretrained.
+    weights : path or dict, optional
+        A torchvision or timm state dict to start from instead; implies pretrained. Multi-input
+        models take one per branch: ``{"mel": path, "gd": path}``.
     drop_rate : float in [0, 1)
         Dropout before the classifier.
     """
@@ -48,6 +50,6 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False, weigh
     return constructor(num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate)
 
 
-from . import backbones, mfcc_cnn  # noqa: E402,F401  (registration)
+from . import backbones, fusion, mfcc_cnn  # noqa: E402,F401  (registration)
 
 __all__ = ["create_model", "list_models", "register_model"]

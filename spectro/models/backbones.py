@@ -28,6 +28,7 @@ class ImageClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, -1, 1, 1), persistent=False)
         self.input_size = tuple(cfg["input_size"])
+        self.num_features = net.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
@@ -53,11 +54,12 @@ def _create_imagenet_cnn(name: str, arch: str, num_classes: int, *, pretrained: 
     return ImageClassifier(net, pretrained=use_weights)
 
 
-def _reset_classifier(head: nn.Linear) -> None:
+def _reset_classifier(head: nn.Module) -> None:
     # Families initialise heads differently (timm's EfficientNet scales by 1/sqrt(num_classes), so a
     # 4-class head starts with logits of std ~5). Small weights start every model near uniform output.
-    nn.init.normal_(head.weight, std=0.01)
-    nn.init.zeros_(head.bias)
+    if isinstance(head, nn.Linear):  # a feature extractor (num_classes=0) has no head
+        nn.init.normal_(head.weight, std=0.01)
+        nn.init.zeros_(head.bias)
 
 
 def _efficientnet_lite0_packaged() -> dict | None:
