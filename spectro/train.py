@@ -103,8 +103,7 @@ class Trainer:
             raise ConfigError(f"none of the data.train image trees exist: {data.train}; make them with `spectro images`")
         self.train_trees = [next(iter(e.values())) if len(e) == 1 else e for e in present]
         rows, self.features = read_sources(present, data.classes)
-        audio = {name: f.audio for name, f in self.features.items()}
-        if len({json.dumps(to_dict(a), sort_keys=True) for a in audio.values()}) > 1:
+        if len({json.dumps(to_dict(f.audio), sort_keys=True) for f in self.features.values()}) > 1:
             raise ConfigError("the inputs were rendered with different audio settings; one recording must be "
                               "conditioned one way for all inputs")
         utterances = [u for _, u in rows]
