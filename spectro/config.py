@@ -310,7 +310,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     # loss: class-weighted loss; sampler: classes drawn equally often; corpus: every (corpus, class)
     # pair drawn equally often, so a large or easy corpus does not dominate; none: as the data come
-    class_balance: Literal["loss", "sampler", "corpus", "none"] = "loss"
+    class_balance: Literal["loss", "sampler", "corpus", "none"] = "corpus"  # see README, Results
     early_stopping_patience: int = 4  # epochs without a better validation UAR; 0 disables
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
