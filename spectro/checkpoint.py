@@ -28,6 +28,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     missing = [key for key in ("model", "classes", "config", "features") if key not in state]
     if missing:
         raise DataError(f"{str(path)!r} is not a spectro checkpoint: it lacks {missing}")
+    from .data import SINGLE_INPUT
+
+    state.setdefault("inputs", {SINGLE_INPUT: state["features"]})  # single-input checkpoints before 0.1's inputs
     return state
 
 
