@@ -93,3 +93,12 @@ def test_a_fresh_head_starts_near_uniform_predictions():
     with torch.no_grad():
         probabilities = torch.softmax(model(torch.rand(8, 3, 32, 32)), dim=1)
     assert torch.allclose(probabilities, torch.full_like(probabilities, 0.25), atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "efficientnet_lite0", "tiny_efficientnet"])
+def test_feature_extractors_report_the_width_they_return(name):
+    from spectro.models import MODELS
+
+    branch = MODELS.get(name)(0, pretrained=False, weights=None, drop_rate=0.0).eval()
+    with torch.no_grad():
+        assert branch(torch.rand(1, 3, 64, 64)).shape == (1, branch.num_features)

@@ -28,7 +28,8 @@ class ImageClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, -1, 1, 1), persistent=False)
         self.input_size = tuple(cfg["input_size"])
-        self.num_features = net.num_features
+        # the pooled vector a feature extractor (num_classes=0) returns; VGG's pre-logits MLP makes it 4096, not 512
+        self.num_features = getattr(net, "head_hidden_size", None) or net.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
