@@ -28,12 +28,9 @@ def _resize(plane: np.ndarray, size: int) -> np.ndarray:
 def _deltas(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import librosa
 
-    frames = matrix.shape[1]
-    width = min(9, frames if frames % 2 else frames - 1)
-    if width < 3:
-        return np.zeros_like(matrix), np.zeros_like(matrix)
-    return (librosa.feature.delta(matrix, width=width, order=1),
-            librosa.feature.delta(matrix, width=width, order=2))
+    # "nearest" edges: librosa's default "interp" fits polynomials at every edge, 30x slower per image
+    return (librosa.feature.delta(matrix, width=9, order=1, mode="nearest"),
+            librosa.feature.delta(matrix, width=9, order=2, mode="nearest"))
 
 
 # Fixed scales, so a pixel means the same slope in every image: the 99th percentiles of |delta|
