@@ -30,7 +30,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise DataError(f"{str(path)!r} is not a spectro checkpoint: it lacks {missing}")
     from .data import SINGLE_INPUT
 
-    state.setdefault("inputs", {SINGLE_INPUT: state["features"]})  # single-input checkpoints before 0.1's inputs
+    state.setdefault("inputs", {SINGLE_INPUT: state["features"]})  # written before checkpoints named their inputs
     return state
 
 

@@ -70,12 +70,10 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
             raise ConfigError(f"image tree {tree!r} was made with other feature settings than {checkpoint}; "
                               f"pass the corpus itself (--corpus) so it is rendered with the checkpoint's settings")
         rows = read_image_manifest(tree)
-        kept = [({SINGLE_INPUT: p}, u) for p, u in rows if u.emotion in classes]
-        dropped: dict[str, int] = {}
-        for _, u in rows:
-            if u.emotion not in classes:
-                dropped[u.emotion] = dropped.get(u.emotion, 0) + 1
-        sets[name] = (kept, dropped, {"unmatched": 0, "rejected": 0})
+        image_of = {u.path: p for p, u in rows}
+        kept, dropped = select_classes([u for _, u in rows], len(classes))
+        sets[name] = ([({SINGLE_INPUT: image_of[u.path]}, u) for u in kept], {e: n for (_, e), n in dropped.items()},
+                      {"unmatched": 0, "rejected": 0})
     if not sets:
         raise ConfigError("nothing to evaluate: pass --corpus NAME=PATH or --images NAME=DIR")
     check_disjoint(_training_utterances(state), {f"test {n}": [u for _, u in rows] for n, (rows, _, _) in sets.items()})

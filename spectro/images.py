@@ -205,14 +205,11 @@ def _write_rejected(path: Path, rejected: list[tuple[Utterance, str]]) -> None:
 def _update_manifest(out_dir: Path, utterances: Sequence[Utterance], targets: list[str]) -> None:
     # Keep rows of earlier runs (another corpus rendered into the same tree) whose images still exist.
     rows: dict[str, Utterance] = {}
-    path = out_dir / MANIFEST_FILE
-    if path.is_file():
-        with path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                rows[row["image"]] = Utterance(**{c: row[c] for c in COLUMNS})
+    if (out_dir / MANIFEST_FILE).is_file():
+        rows = {str(p.relative_to(out_dir)): utt for p, utt in read_image_manifest(out_dir)}
     rows.update(zip(targets, utterances))
     present = sorted(rel for rel in rows if (out_dir / rel).is_file())
-    write_manifest([rows[rel] for rel in present], path, extra={"image": present})
+    write_manifest([rows[rel] for rel in present], out_dir / MANIFEST_FILE, extra={"image": present})
 
 
 def read_image_manifest(image_dir: str | Path) -> list[tuple[Path, Utterance]]:

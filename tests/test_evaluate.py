@@ -113,8 +113,10 @@ def test_predict_scores_good_files_and_names_broken_ones(trained, tmp_path, caps
     sources = sorted((root / "b").rglob("*.wav"))
     long = np.concatenate([soundfile.read(p)[0] for p in sources[:4]])  # ~8 s, several windows
     write_audio(folder / "long.wav", long)
-    stereo_44k = np.stack([soundfile.read(sources[5])[0]] * 2, axis=1)
-    soundfile.write(folder / "stereo44k.wav", np.repeat(stereo_44k, 3, axis=0)[::1], 48000)
+    import librosa
+
+    mono = librosa.resample(soundfile.read(sources[5])[0], orig_sr=16000, target_sr=44100)
+    soundfile.write(folder / "stereo44k.wav", np.stack([mono, 0.5 * mono], axis=1), 44100)
     (folder / "broken.wav").write_bytes(b"RIFF garbage")
     soundfile.write(folder / "empty.wav", np.zeros((0,), np.float32), 16000)
 

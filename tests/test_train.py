@@ -64,8 +64,7 @@ def test_training_writes_checkpoints_summary_and_tensorboard(image_tree, tmp_pat
     assert "_hparams_/session_start_info" in hparams.summary_metadata
 
 
-def test_validation_speakers_never_train_and_test_sets_are_scored_last(image_tree, tmp_path, synth_corpus):
-    # A test tree sharing speakers with training data must be refused before any work.
+def test_a_test_set_sharing_speakers_with_training_is_refused(image_tree, tmp_path):
     data = tiny_config(image_tree, tmp_path)
     data["data"]["test"] = {"same": str(image_tree)}
     with pytest.raises(ConfigError, match="appear in both the training data and test same"):
