@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -104,17 +105,26 @@ def fix_duration(y: np.ndarray, *, sr: int, duration: float, align: str = "cente
     return np.pad(y, (before, -excess - before))
 
 
-def prepare_audio(path, config: AudioConfig) -> np.ndarray:
+def prepare_audio(path, config: AudioConfig, *, augment: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Load and condition one recording exactly as every spectro stage does."""
-    return condition_audio(load_audio(path, sr=config.sample_rate), config)
+    return condition_audio(load_audio(path, sr=config.sample_rate), config, augment=augment)
 
 
-def condition_audio(y: np.ndarray, config: AudioConfig) -> np.ndarray:
-    """Trim, normalise and crop/pad a signal already at ``config.sample_rate``."""
+def condition_audio(y: np.ndarray, config: AudioConfig, *,
+                    augment: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Trim, normalise and crop/pad a signal already at ``config.sample_rate``.
+
+    `augment` (training copies only) changes the trimmed, normalised speech before the crop, so
+    a fixed-length picture is still filled the same way.
+    """
     if config.trim:
         y = trim_silence(y, top_db=config.trim_top_db)
     if config.normalise:
         y = peak_normalise(y, peak=config.peak)
+    if augment is not None:
+        y = augment(y)
+        if y.size == 0:
+            raise DataError("augmentation left no samples")
     if config.duration is not None:
         y = fix_duration(y, sr=config.sample_rate, duration=config.duration, align=config.align)
     return y

@@ -75,20 +75,26 @@ def cmd_manifest(args) -> int:
 
 
 def feature_config_from_args(args):
-    from .config import FeatureConfig, apply_overrides, from_dict, load_yaml
+    """Feature settings and, with --augment, the waveform augmentation (the YAML/--set section ``augment``)."""
+    from .config import FeatureConfig, WaveformAugmentConfig, apply_overrides, from_dict, load_yaml
 
-    data = load_yaml(args.config) if args.config else {}
+    data = apply_overrides(load_yaml(args.config) if args.config else {}, args.set)
     if args.feature:
         data["feature"] = args.feature
-    return from_dict(FeatureConfig, apply_overrides(data, args.set))
+    augment = data.pop("augment", None)
+    if augment is not None and not args.augment:
+        raise ConfigError("augment settings given without --augment; augmented copies go into their own tree")
+    return (from_dict(FeatureConfig, data),
+            from_dict(WaveformAugmentConfig, augment, prefix="augment.") if args.augment else None)
 
 
 def cmd_images(args) -> int:
     from .images import build_image_dataset
 
-    config = feature_config_from_args(args)  # fail on bad settings before scanning anything
+    config, augmentation = feature_config_from_args(args)  # fail on bad settings before scanning anything
     utterances = _collect_utterances(args)
-    result = build_image_dataset(utterances, args.out, config, workers=args.workers, progress=not args.quiet)
+    result = build_image_dataset(utterances, args.out, config, augmentation=augmentation, workers=args.workers,
+                                 progress=not args.quiet)
     print(f"{result.written} image(s) written, {result.skipped} already present, {len(result.rejected)} rejected "
           f"-> {result.out_dir}")
     if result.rejected:
@@ -215,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML file of feature settings (audio, spectrogram, image)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a feature setting, e.g. image.channels=grey")
+    p.add_argument("--augment", action="store_true",
+                   help="render randomly augmented training copies (settings: augment.*) instead of the recordings")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

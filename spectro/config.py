@@ -89,6 +89,17 @@ class GroupDelayConfig:
 
 
 @dataclasses.dataclass
+class DescriptorConfig:
+    """Hand-crafted descriptors of the baselines: features ``stats`` and ``frames``."""
+
+    std: bool = False  # stats: append standard deviations over frames to the means
+    frame_mfcc: int = 13  # frames: MFCCs per frame, beside ZCR and RMS
+
+    def validate(self) -> None:
+        _require(self.frame_mfcc > 0, "descriptors.frame_mfcc", self.frame_mfcc, "must be a positive integer")
+
+
+@dataclasses.dataclass
 class ImageConfig:
     """How a feature matrix becomes the RGB picture an ImageNet CNN expects."""
 
@@ -114,14 +125,49 @@ class FeatureConfig:
     spectrogram: SpectrogramConfig = dataclasses.field(default_factory=SpectrogramConfig)
     group_delay: GroupDelayConfig = dataclasses.field(default_factory=GroupDelayConfig)
     image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+    descriptors: DescriptorConfig = dataclasses.field(default_factory=DescriptorConfig)
 
     def validate(self) -> None:
         from .features import list_features
 
         _require(self.feature in list_features(), "feature", self.feature, f"must be one of {list_features()}")
+        _require(self.descriptors.frame_mfcc <= self.spectrogram.n_mels, "descriptors.frame_mfcc",
+                 self.descriptors.frame_mfcc, f"must not exceed spectrogram.n_mels={self.spectrogram.n_mels}")
         fmax = self.spectrogram.fmax
         _require(fmax is None or fmax <= self.audio.sample_rate / 2, "spectrogram.fmax", fmax,
                  f"must not exceed sample_rate/2={self.audio.sample_rate / 2}")
+
+
+@dataclasses.dataclass
+class WaveformAugmentConfig:
+    """Random changes to training recordings, rendered as extra copies (`spectro images --augment`).
+
+    Each transform fires with its own probability; ranges are drawn uniformly. They act after
+    silence trimming and peak normalisation and before the fixed-length crop.
+    """
+
+    copies: int = 1  # augmented copies per recording
+    seed: int = 0
+    noise_p: float = 0.5  # additive white noise ...
+    snr_db: tuple[float, float] = (10.0, 30.0)  # ... at a signal-to-noise ratio in this range
+    pitch_p: float = 0.3
+    semitones: tuple[float, float] = (-2.0, 2.0)
+    stretch_p: float = 0.3
+    rate: tuple[float, float] = (0.85, 1.15)  # > 1 is faster
+    gain_p: float = 0.3
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    trim_p: float = 0.3
+    trim_max: float = 0.1  # largest fraction cut from each end
+
+    def validate(self) -> None:
+        _require(self.copies > 0, "augment.copies", self.copies, "must be a positive integer")
+        for name in ("noise_p", "pitch_p", "stretch_p", "gain_p", "trim_p"):
+            _require(0 <= getattr(self, name) <= 1, f"augment.{name}", getattr(self, name), "must be in [0, 1]")
+        for name in ("snr_db", "semitones", "rate", "gain_db"):
+            low, high = getattr(self, name)
+            _require(low <= high, f"augment.{name}", [low, high], "must be [low, high] with low <= high")
+        _require(self.rate[0] > 0, "augment.rate", list(self.rate), "must be positive")
+        _require(0 <= self.trim_max < 0.5, "augment.trim_max", self.trim_max, "must be in [0, 0.5)")
 
 
 # --------------------------------------------------------------------------- loading machinery
@@ -175,6 +221,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}={value!r} must be a list")
+        if origin is tuple and Ellipsis not in args and len(value) != len(args):
+            raise ConfigError(f"{name}={value!r} must be a list of {len(args)}")
         return origin(_coerce(args[0], item, f"{name}[{i}]") for i, item in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
@@ -242,6 +290,9 @@ class DataConfig:
     val_speakers: list[str] = dataclasses.field(default_factory=list)  # empty: draw val_fraction per corpus
     val_fraction: float = 0.2
     missing_train: Literal["error", "skip"] = "error"  # skip: train on whichever listed trees exist
+    # trees of augmented copies (`spectro images --augment`), entries as in `train`; only the copies of
+    # recordings that land in the training split are used, never those of validation speakers
+    train_augmented: list[str | dict[str, str]] = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
         from .corpora import CLASS_SETUPS
@@ -258,6 +309,10 @@ class ModelConfig:
     # a torchvision/timm state dict, for machines without internet; multi-input models: {branch: path}
     weights: str | dict[str, str] | None = None
     drop_rate: float = 0.2
+    # scikit-learn baselines only: pipeline parameters (e.g. {clf__C: 10}), and a grid search over the
+    # model's own grid, each candidate fitted on the training split and scored by validation UAR
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    search: bool = False
 
     def validate(self) -> None:
         from .models import list_models

@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .audio import condition_audio, prepare_audio
-from .config import FeatureConfig, from_dict, to_dict
+from .config import FeatureConfig, WaveformAugmentConfig, from_dict, to_dict
 from .corpora import Utterance
 from .errors import DataError
 from .features import feature_array, is_image_feature
 from .fileio import atomic_open, remove_stale_temporaries
 from .manifest import COLUMNS, write_manifest
+from .waveform_augment import augment_waveform, copy_rng
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,13 @@ class ImageJobResult:
     rejected: list[tuple[Utterance, str]]
 
 
-def image_relpath(utt: Utterance, feature: str = "mel") -> str:
-    """Where an utterance's picture (or, for matrix features, its .npy) lives in a tree (ImageFolder layout)."""
+def image_relpath(utt: Utterance, feature: str = "mel", copy: int = 0) -> str:
+    """Where an utterance's picture (or, for matrix features, its .npy) lives in a tree (ImageFolder layout).
+
+    Augmented copies 1, 2, ... of a recording get the suffix ``__aug1``, ``__aug2``, ...
+    """
     suffix = ".png" if is_image_feature(feature) else ".npy"
-    return f"{utt.emotion}/{utt.corpus}__{utt.speaker}__{utt.stem}{suffix}"
+    return f"{utt.emotion}/{utt.corpus}__{utt.speaker}__{utt.stem}{f'__aug{copy}' if copy else ''}{suffix}"
 
 
 def save_array(array: np.ndarray, path: Path) -> None:
@@ -68,18 +72,28 @@ def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
     return from_dict(FeatureConfig, json.loads(path.read_text())["features"])
 
 
-def _claim_settings(out_dir: Path, config: FeatureConfig) -> None:
+def read_augmentation(image_dir: str | Path) -> WaveformAugmentConfig | None:
+    """The waveform augmentation a tree of training copies was made with; None for a plain tree."""
+    read_feature_settings(image_dir)  # the same check that it is a tree at all
+    saved = json.loads((Path(image_dir) / SETTINGS_FILE).read_text()).get("augmentation")
+    return None if saved is None else from_dict(WaveformAugmentConfig, saved)
+
+
+def _claim_settings(out_dir: Path, config: FeatureConfig, augmentation: WaveformAugmentConfig | None) -> None:
     # One tree, one set of feature settings: mixing them would silently corrupt training data.
     path = out_dir / SETTINGS_FILE
-    wanted = to_dict(config)
+    wanted = {"features": to_dict(config), "augmentation": augmentation and to_dict(augmentation)}
     if path.is_file():
-        existing = json.loads(path.read_text())["features"]
+        saved = json.loads(path.read_text())
+        existing = {"features": to_dict(from_dict(FeatureConfig, saved["features"])),  # fills in newer defaults
+                    "augmentation": saved.get("augmentation") and to_dict(from_dict(WaveformAugmentConfig,
+                                                                                    saved["augmentation"]))}
         if existing != wanted:
             raise DataError(f"{str(out_dir)!r} holds images made with other feature settings "
                             f"({_first_difference(existing, wanted)}); choose another --out or remove it")
         return
     with atomic_open(path) as handle:
-        json.dump({"features": wanted, "spectro_version": __version__}, handle, indent=2)
+        json.dump({**wanted, "spectro_version": __version__}, handle, indent=2)
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
@@ -95,14 +109,15 @@ def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
 
 
 _worker_config: FeatureConfig | None = None
+_worker_augmentation: WaveformAugmentConfig | None = None
 
 
-def _init_worker(config: FeatureConfig) -> None:
-    global _worker_config
+def _init_worker(config: FeatureConfig, augmentation: WaveformAugmentConfig | None) -> None:
+    global _worker_config, _worker_augmentation
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # one process per core; nested BLAS threads would only fight
-    _worker_config = config
+    _worker_config, _worker_augmentation = config, augmentation
 
 
 def _warm_up(config: FeatureConfig) -> None:
@@ -112,10 +127,15 @@ def _warm_up(config: FeatureConfig) -> None:
     feature_array(condition_audio(noise, config.audio), config)
 
 
-def _render(task: tuple[int, str, str]) -> tuple[int, str | None]:
-    index, source, target = task
+def _render(task: tuple[int, str, str, int]) -> tuple[int, str | None]:
+    index, source, target, copy = task
     try:
-        y = prepare_audio(source, _worker_config.audio)
+        augment = None
+        if copy:
+            rng = copy_rng(source, copy, _worker_augmentation.seed)
+            augment = lambda y: augment_waveform(y, sr=_worker_config.audio.sample_rate,  # noqa: E731
+                                                 config=_worker_augmentation, rng=rng)
+        y = prepare_audio(source, _worker_config.audio, augment=augment)
         save_array(feature_array(y, _worker_config), Path(target))
         return index, None
     except Exception as error:  # one bad file must never stop the job
@@ -123,7 +143,8 @@ def _render(task: tuple[int, str, str]) -> tuple[int, str | None]:
 
 
 def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, config: FeatureConfig, *,
-                        workers: int | None = None, progress: bool = True) -> ImageJobResult:
+                        augmentation: WaveformAugmentConfig | None = None, workers: int | None = None,
+                        progress: bool = True) -> ImageJobResult:
     """Render every utterance's image into `out_dir`, skipping those already there.
 
     Parameters
@@ -134,43 +155,48 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
         The image tree. It may hold images from earlier runs with the same settings.
     config : FeatureConfig
         Audio conditioning, spectrogram and image settings; saved as ``features.json``.
+    augmentation : WaveformAugmentConfig, optional
+        Render ``augmentation.copies`` randomly augmented copies of each recording instead of the
+        recording itself: a tree for training speakers only (see ``data.train_augmented``).
     workers : int, optional
         Processes to use; all cores by default.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _claim_settings(out_dir, config)
+    _claim_settings(out_dir, config, augmentation)
     remove_stale_temporaries(out_dir)
-    targets = [image_relpath(u, config.feature) for u in utterances]
+    copies = range(1, augmentation.copies + 1) if augmentation else [0]
+    sources = [(utt, copy) for utt in utterances for copy in copies]
+    targets = [image_relpath(u, config.feature, copy) for u, copy in sources]
     seen: dict[str, Utterance] = {}
-    for utt, rel in zip(utterances, targets):
+    for (utt, _), rel in zip(sources, targets):
         if rel in seen and seen[rel].path != utt.path:
             raise DataError(f"{seen[rel].path} and {utt.path} would both be written to {rel}")
         seen[rel] = utt
     known_bad = _still_rejected(out_dir / REJECTED_FILE)
     todo, failures = [], {}
-    for i, (utt, rel) in enumerate(zip(utterances, targets)):
+    for i, ((utt, copy), rel) in enumerate(zip(sources, targets)):
         if utt.path in known_bad:
             failures[i] = known_bad[utt.path]
         elif not (out_dir / rel).exists():
-            todo.append((i, utt.path, str(out_dir / rel)))
+            todo.append((i, utt.path, str(out_dir / rel), copy))
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    present, known_bad_count = len(utterances) - len(todo) - len(failures), len(failures)
+    present, known_bad_count = len(sources) - len(todo) - len(failures), len(failures)
     log.info("%d image(s) to render, %d already present, %d rejected before and unchanged, %d worker(s)",
              len(todo), present, known_bad_count, workers)
     bar = tqdm(total=len(todo), unit="file", desc="images", disable=not progress or not todo)
     if workers == 1:
-        _init_worker(config)
+        _init_worker(config, augmentation)
         _collect(map(_render, todo), failures, bar)
     else:
         _warm_up(config)
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config,)) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config, augmentation)) as pool:
             _collect(pool.imap_unordered(_render, todo, chunksize=4), failures, bar)
     bar.close()
 
-    rejected = [(utterances[i], reason) for i, reason in sorted(failures.items())]
+    rejected = list({sources[i][0].path: (sources[i][0], reason) for i, reason in sorted(failures.items())}.values())
     _write_rejected(out_dir / REJECTED_FILE, rejected)
-    _update_manifest(out_dir, utterances, targets)
+    _update_manifest(out_dir, [u for u, _ in sources], targets)
     written = len(todo) - (len(failures) - known_bad_count)
     return ImageJobResult(out_dir, written=written, skipped=present, rejected=rejected)
 

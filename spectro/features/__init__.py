@@ -8,6 +8,7 @@ import numpy as np
 
 from ..registry import Registry
 from .image import CHANNEL_MAPPINGS, to_image
+from .descriptors import frame_descriptors, utterance_statistics
 from .group_delay import modified_group_delay
 from .mel import log_mel_spectrogram, mfcc
 
@@ -50,21 +51,27 @@ def feature_array(y: np.ndarray, config) -> np.ndarray:
     return feature_matrix(y, config).astype(np.float16)
 
 
+def _analysis(config) -> dict:
+    """The short-time analysis settings shared by every feature, as keyword arguments."""
+    s = config.spectrogram
+    return dict(sr=config.audio.sample_rate, n_fft=s.n_fft, hop_length=s.hop_length, win_length=s.win_length,
+                n_mels=s.n_mels, fmin=s.fmin, fmax=s.fmax, top_db=s.top_db)
+
+
 def mfcc_matrix(y: np.ndarray, config) -> np.ndarray:
     """MFCCs (``spectrogram.n_mfcc`` x frames) with the same analysis settings as the images."""
-    s = config.spectrogram
-    return mfcc(y=y, sr=config.audio.sample_rate, n_mfcc=s.n_mfcc, n_fft=s.n_fft, hop_length=s.hop_length,
-                win_length=s.win_length, n_mels=s.n_mels, fmin=s.fmin, fmax=s.fmax, top_db=s.top_db)
+    return mfcc(y=y, n_mfcc=config.spectrogram.n_mfcc, **_analysis(config))
+
+
+def _standardise_rows(m: np.ndarray) -> np.ndarray:
+    return (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-5)
 
 
 @register_feature("mel")
 def mel_feature(y: np.ndarray, config) -> np.ndarray:
     """Log-mel spectrogram scaled from [-top_db, 0] dB onto [0, 1]."""
-    s = config.spectrogram
-    S_db = log_mel_spectrogram(y=y, sr=config.audio.sample_rate, n_fft=s.n_fft, hop_length=s.hop_length,
-                               win_length=s.win_length, n_mels=s.n_mels, fmin=s.fmin, fmax=s.fmax,
-                               top_db=s.top_db)
-    return (S_db + s.top_db) / s.top_db
+    top_db = config.spectrogram.top_db
+    return (log_mel_spectrogram(y=y, **_analysis(config)) + top_db) / top_db
 
 
 
@@ -93,11 +100,23 @@ def mel_and_group_delay_feature(y: np.ndarray, config) -> np.ndarray:
 def mfcc_feature(y: np.ndarray, config) -> np.ndarray:
     """MFCC matrix (n_mfcc x frames), each coefficient standardised over the utterance (CMVN),
     which removes channel and level differences between recordings."""
-    m = mfcc_matrix(y, config)
-    return (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-5)
+    return _standardise_rows(mfcc_matrix(y, config))
+
+
+@register_feature("frames", image=False)
+def frame_feature(y: np.ndarray, config) -> np.ndarray:
+    """Per-frame ZCR, RMS and ``descriptors.frame_mfcc`` MFCCs, each row standardised over the utterance."""
+    return _standardise_rows(frame_descriptors(y=y, n_mfcc=config.descriptors.frame_mfcc, **_analysis(config)))
+
+
+@register_feature("stats", image=False)
+def statistics_feature(y: np.ndarray, config) -> np.ndarray:
+    """The utterance statistics of the classical baselines as a one-column matrix (d x 1)."""
+    return utterance_statistics(y=y, n_mfcc=config.spectrogram.n_mfcc, std=config.descriptors.std,
+                                **_analysis(config))[:, None]
 
 
 __all__ = [
-    "CHANNEL_MAPPINGS", "feature_array", "feature_image", "is_image_feature", "feature_matrix", "list_features", "log_mel_spectrogram", "modified_group_delay",
+    "CHANNEL_MAPPINGS", "feature_array", "frame_descriptors", "utterance_statistics", "feature_image", "is_image_feature", "feature_matrix", "list_features", "log_mel_spectrogram", "modified_group_delay",
     "mel_feature", "mfcc", "mfcc_matrix", "register_feature", "to_image",
 ]
