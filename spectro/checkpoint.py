@@ -43,6 +43,6 @@ def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu"):
     from .models import create_model
 
     state = load_checkpoint(path, map_location=device)
-    model = create_model(state["model_name"], len(state["classes"]), pretrained=False)
+    model = create_model(state["model_name"], len(state["classes"]), pretrained=False, in_channels=state.get("in_channels"))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state

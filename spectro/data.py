@@ -27,8 +27,10 @@ SINGLE_INPUT = "image"  # the input name of single-input models
 class ImageSet:
     """The inputs of one split, decoded once and kept together per utterance.
 
-    Each input is a tensor: uint8 images (N, 3, H, W) or float16 matrices (N, F, T). `paths` holds
-    one path per utterance (a single-input set) or a mapping input name -> path (multi-input).
+    Each input is a tensor: uint8 images (N, 3, H, W) or float16 matrices (N, F, T). Matrices of
+    different lengths (features rendered with ``audio.duration: null``) are zero-padded to the
+    longest, and `lengths` keeps each one's frame count. `paths` holds one path per utterance
+    (a single-input set) or a mapping input name -> path (multi-input).
     """
 
     def __init__(self, paths: Sequence[Path] | Sequence[dict[str, Path]], utterances: Sequence[Utterance],
@@ -39,15 +41,23 @@ class ImageSet:
         self.utterances = list(utterances)
         self.classes = tuple(classes)
         self.labels = torch.tensor([index[u.emotion] for u in utterances], dtype=torch.long)
-        self.inputs = {name: _decode_all([s[name] for s in sources], desc=desc if len(names) == 1 else f"{desc}: {name}",
-                                         progress=progress) for name in names}
+        self.inputs, self.lengths = {}, {}
+        for name in names:
+            self.inputs[name], self.lengths[name] = _decode_all(
+                [s[name] for s in sources], desc=desc if len(names) == 1 else f"{desc}: {name}", progress=progress)
 
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def batch(self, indices: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Model inputs by name (images scaled to [0, 1]) and the labels."""
-        return {name: as_model_input(stored[indices]) for name, stored in self.inputs.items()}, self.labels[indices]
+    def batch(self, indices: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """Model inputs by name (images scaled to [0, 1]; sequences cut to the batch's longest), their
+        lengths in frames, and the labels."""
+        inputs, lengths = {}, {}
+        for name, stored in self.inputs.items():
+            lengths[name] = self.lengths[name][indices]
+            longest = int(lengths[name].max()) if len(indices) and stored.ndim == 3 else stored.shape[-1]
+            inputs[name] = as_model_input(stored[indices][..., :longest])
+        return inputs, lengths, self.labels[indices]
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=len(self.classes))
@@ -65,7 +75,7 @@ def _decode(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
 
 
-def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> torch.Tensor:
+def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} image(s) listed in a manifest are missing, e.g. {missing[0]}; "
@@ -73,10 +83,17 @@ def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> torch.Tensor
     with ThreadPoolExecutor() as pool:  # PNG decoding releases the GIL
         arrays = list(tqdm(pool.map(_decode, paths), total=len(paths), desc=desc, unit="img",
                            disable=not progress, leave=False))
-    shapes = {a.shape for a in arrays}
+    if not arrays:
+        return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    lengths = torch.tensor([a.shape[-1] for a in arrays])
+    shapes = {a.shape[:-1] if a.ndim == 2 else a.shape for a in arrays}  # matrices may differ in length only
     if len(shapes) > 1:
-        raise DataError(f"images of different sizes in one split: {sorted(shapes)}")
-    return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, 1, 1, dtype=torch.uint8)
+        raise DataError(f"inputs of different sizes in one split: {sorted(shapes)}")
+    longest = int(lengths.max())
+    stacked = np.zeros((len(arrays), *arrays[0].shape[:-1], longest), dtype=arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        stacked[i, ..., : a.shape[-1]] = a
+    return torch.from_numpy(stacked), lengths
 
 
 def read_image_trees(dirs: Sequence[str | Path], num_classes: int) -> tuple[list[tuple[Path, Utterance]], FeatureConfig]:
@@ -119,7 +136,7 @@ def read_sources(entries: Sequence[dict[str, str]], num_classes: int
             if features.setdefault(name, settings) != settings:
                 raise ConfigError(f"input {name!r}: {tree!r} was made with other feature settings than the other "
                                   f"{name!r} trees; render them with the same settings")
-            per_input[name] = {utt.path: (path, utt) for path, utt in found}
+            per_input[name] = {path.relative_to(tree).with_suffix("").as_posix(): (path, utt) for path, utt in found}
         common = set.intersection(*(set(found) for found in per_input.values()))
         lost = max(len(found) for found in per_input.values()) - len(common)
         if lost:

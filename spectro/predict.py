@@ -72,8 +72,9 @@ def predict_files(checkpoint: str | Path, paths: Iterable[str | Path], *, hop_fr
             yield Prediction(str(path), error=str(error))
             continue
         batch = {name: as_model_input(torch.from_numpy(np.stack([feature_array(w, f) for _, _, w in windows]))).to(device)
-                 for name, f in inputs.items()}
-        probs = torch.softmax(forward(model, batch), dim=1).cpu().numpy()
+                 for name, f in inputs.items()}  # windows share one length
+        lengths = {name: torch.full((len(windows),), x.shape[-1]) for name, x in batch.items()}
+        probs = torch.softmax(forward(model, batch, lengths), dim=1).cpu().numpy()
         mean = probs.mean(axis=0)
         as_dict = lambda p: {c: round(float(v), 6) for c, v in zip(classes, p)}  # noqa: E731
         yield Prediction(

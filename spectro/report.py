@@ -91,31 +91,36 @@ def collect_results(paths: Sequence[str | Path]) -> list[dict]:
             val = report.get("validation") or {}
             rows.append({"run": report["run"], "model": report["model"], "classes": len(report["classes"]),
                          "feature": report["feature"], "train_corpora": report["train_corpora"],
-                         "val_accuracy": val.get("accuracy"), "val_uar": val.get("uar"),
-                         "test": {n: {"accuracy": m["accuracy"], "uar": m["uar"]} for n, m in report["corpora"].items()}})
+                         "val_accuracy": val.get("accuracy"), "val_uar": val.get("uar"), "val_macro_f1": val.get("macro_f1"),
+                         "test": {n: _scores(m) for n, m in report["corpora"].items()}})
         elif (path / "summary.json").is_file():
             summary = json.loads((path / "summary.json").read_text())
             rows.append({"run": summary["run"], "model": summary["model"], "classes": len(summary["classes"]),
                          "feature": summary["feature"], "train_corpora": summary.get("train_corpora", []),
                          "val_accuracy": summary["validation"]["accuracy"], "val_uar": summary["validation"]["uar"],
-                         "test": {n: {"accuracy": m["accuracy"], "uar": m["uar"]} for n, m in summary["test"].items()}})
+                         "val_macro_f1": summary["validation"].get("macro_f1"),
+                         "test": {n: _scores(m) for n, m in summary["test"].items()}})
         else:
             raise DataError(f"{str(path)!r} holds neither a training summary.json nor an evaluation report.json")
     return rows
 
 
+def _scores(metrics: dict) -> dict:
+    return {k: metrics.get(k) for k in ("accuracy", "uar", "macro_f1")}
+
+
 def comparison_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and cells: our numbers per test corpus, then the published ones and our difference."""
     tests = sorted({name for row in rows for name in row["test"]})
-    header = ["run", "model", "classes", "features", "training corpora", "val acc %", "val UAR %"]
-    header += [f"{t} {k} %" for t in tests for k in ("acc", "UAR")]
+    header = ["run", "model", "classes", "features", "training corpora", "val acc %", "val UAR %", "val macro-F1 %"]
+    header += [f"{t} {k} %" for t in tests for k in ("acc", "UAR", "macro-F1")]
     header += ["published val acc %", "Δ val acc", "published EMO-DB acc %", "Δ EMO-DB acc"]
     cells = []
     for row in rows:
         line = [row["run"], row["model"], str(row["classes"]), row["feature"], ", ".join(row["train_corpora"]),
-                _pct(row["val_accuracy"]), _pct(row["val_uar"])]
+                _pct(row["val_accuracy"]), _pct(row["val_uar"]), _pct(row.get("val_macro_f1"))]
         for t in tests:
-            line += [_pct(row["test"].get(t, {}).get("accuracy")), _pct(row["test"].get(t, {}).get("uar"))]
+            line += [_pct(row["test"].get(t, {}).get(k)) for k in ("accuracy", "uar", "macro_f1")]
         published = published_row(row["model"], row["classes"], row["feature"])
         ours_emodb = row["test"].get("emodb", {}).get("accuracy")
         if published:

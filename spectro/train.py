@@ -13,6 +13,7 @@ import math
 import platform
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,11 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, to_dict
 from .corpora import class_names
 from .data import SINGLE_INPUT, ImageSet, as_sources, batches, check_disjoint, class_weights, read_sources, speaker_split
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .fileio import atomic_open
 from .metrics import classification_metrics, confusion_figure
-from .models import create_model
+from .images import read_augmentation
+from .models import create_model, is_estimator
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +64,21 @@ def predict_proba(model: nn.Module, images: ImageSet, *, device: torch.device, b
     model.eval()
     out = []
     for index in batches(torch.arange(len(images)), batch_size):
-        inputs, _ = images.batch(index)
+        inputs, lengths, _ = images.batch(index)
         inputs = {name: x.to(device, memory_format=torch.channels_last if channels_last and x.ndim == 4
                              else torch.contiguous_format) for name, x in inputs.items()}
-        out.append(torch.softmax(forward(model, inputs).float(), dim=1).cpu())
+        out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0, len(images.classes))
 
 
-def forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Call a multi-input model with the mapping, a single-input model with its one tensor."""
-    return model(inputs) if hasattr(model, "input_names") else model(inputs[SINGLE_INPUT])
+def forward(model: nn.Module, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Call a multi-input model with the mapping, a single-input model with its one tensor (and its
+    lengths in frames, for sequence models)."""
+    if hasattr(model, "input_names"):
+        return model(inputs)
+    if getattr(model, "takes_lengths", False):
+        return model(inputs[SINGLE_INPUT], lengths[SINGLE_INPUT].to(inputs[SINGLE_INPUT].device))
+    return model(inputs[SINGLE_INPUT])
 
 
 def _seed_for(seed: int, epoch: int, stream: int) -> int:
@@ -102,6 +109,10 @@ class Trainer:
         if not present:
             raise ConfigError(f"none of the data.train image trees exist: {data.train}; make them with `spectro images`")
         self.train_trees = [next(iter(e.values())) if len(e) == 1 else e for e in present]
+        augmented = [as_sources(e) for e in data.train_augmented]
+        _check_augmentation(present, "data.train", expected=False)
+        _check_augmentation(augmented, "data.train_augmented", expected=True)
+        _check_augmentation([as_sources(t) for t in data.test.values()], "data.test", expected=False)
         rows, self.features = read_sources(present, data.classes)
         if len({json.dumps(to_dict(f.audio), sort_keys=True) for f in self.features.values()}) > 1:
             raise ConfigError("the inputs were rendered with different audio settings; one recording must be "
@@ -119,8 +130,11 @@ class Trainer:
         check_disjoint([utterances[i] for i in train_idx],
                        {"validation": [utterances[i] for i in val_idx],
                         **{f"test {n}": [u for _, u in r] for n, r in self.test_rows.items()}})
+        copies = self._augmented_copies(augmented, {utterances[i].path for i in train_idx})
         pick = lambda idx: ([rows[i][0] for i in idx], [rows[i][1] for i in idx])  # noqa: E731
-        self.train_set = ImageSet(*pick(train_idx), self.classes, desc="train images", progress=self.progress)
+        train_paths, train_utts = pick(train_idx)
+        self.train_set = ImageSet(train_paths + [p for p, _ in copies], train_utts + [u for _, u in copies],
+                                  self.classes, desc="train images", progress=self.progress)
         self.val_set = ImageSet(*pick(val_idx), self.classes, desc="validation images", progress=self.progress)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ConfigError(f"the split left {len(self.train_set)} training and {len(self.val_set)} validation "
@@ -130,16 +144,40 @@ class Trainer:
                  len({u.speaker for u in self.val_set.utterances}),
                  ", ".join(sorted({u.speaker for u in self.val_set.utterances})))
 
+    def _augmented_copies(self, entries: list[dict[str, str]], train_recordings: set[str]) -> list:
+        """Augmented copies of the training split's recordings; copies of any other recording are left out."""
+        if not entries:
+            return []
+        rows, features = read_sources(entries, self.config.data.classes)
+        if features != self.features:
+            raise ConfigError("data.train_augmented trees were made with other feature settings (or inputs) than "
+                              "data.train; render them with the same settings and --augment")
+        kept = [row for row in rows if row[1].path in train_recordings]
+        log.info("%d augmented copies of training recordings added; %d copies of recordings outside the training "
+                 "split (validation speakers, other corpora) left out", len(kept), len(rows) - len(kept))
+        return kept
+
     def _prepare_model(self) -> None:
         cfg, optim = self.config, self.config.optim
+        stored = self.train_set.inputs.get(SINGLE_INPUT)
+        self.in_channels = int(stored.shape[1]) if stored is not None and stored.ndim == 3 else None  # matrices
         self.model = create_model(cfg.model.name, len(self.classes), pretrained=cfg.model.pretrained,
-                                  weights=cfg.model.weights, drop_rate=cfg.model.drop_rate).to(self.device)
+                                  weights=cfg.model.weights, drop_rate=cfg.model.drop_rate,
+                                  in_channels=self.in_channels).to(self.device)
         wanted = list(getattr(self.model, "input_names", [SINGLE_INPUT]))
         if sorted(wanted) != sorted(self.features):
             raise ConfigError(f"model {cfg.model.name!r} reads inputs {wanted}, but the data entries give "
                               f"{sorted(self.features)}; write each data.train entry as {{{', '.join(f'{n}: TREE' for n in wanted)}}}"
                               if len(wanted) > 1 else
                               f"model {cfg.model.name!r} reads one input; give each data.train entry as one image tree")
+        if (cfg.model.params or cfg.model.search) and not is_estimator(self.model):
+            raise ConfigError(f"model.params and model.search apply to scikit-learn baselines, not {cfg.model.name!r}")
+        self.sample_weights = self._sample_weights(cfg.train.class_balance)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        self.optimizer = self.scheduler = self.plateau = None
+        self.channels_last, self.backbone_params = False, []
+        if is_estimator(self.model):
+            return  # fitted in one go by _fit_estimator: no optimiser, schedule or loss
         self.channels_last = self.cuda and cfg.train.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -164,7 +202,6 @@ class Trainer:
         counts = self.train_set.class_counts()
         weight = class_weights(counts).to(self.device) if cfg.train.class_balance == "loss" else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
-        self.sample_weights = self._sample_weights(cfg.train.class_balance)
 
     @property
     def _first_features(self):
@@ -181,14 +218,14 @@ class Trainer:
         if balance != "corpus":
             return class_weights(self.train_set.class_counts())[labels]
         cells = [(u.corpus, int(y)) for u, y in zip(self.train_set.utterances, labels)]
-        sizes = {cell: cells.count(cell) for cell in set(cells)}
+        sizes = Counter(cells)
         return torch.tensor([1.0 / sizes[cell] for cell in cells])
 
     # ------------------------------------------------------------------ state
     def _state(self, *, epoch: int, batch: int, partial: dict | None) -> dict:
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer and self.optimizer.state_dict(),
+            "scheduler": self.scheduler and self.scheduler.state_dict(), "in_channels": self.in_channels,
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "scaler": self.scaler.state_dict(), "epoch": epoch, "batch": batch, "partial": partial,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -206,8 +243,9 @@ class Trainer:
             raise ConfigError(f"{self.run_dir / 'last.pt'} was written with another config; resume with the "
                               "same settings, or start a new run with --set run.name=...")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self.optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.plateau:
             self.plateau.load_state_dict(state["plateau"])
         self.scaler.load_state_dict(state["scaler"])
@@ -247,9 +285,12 @@ class Trainer:
                            handle, sort_keys=False)
         writer = SummaryWriter(str(self.log_dir), purge_step=start_epoch + 1 if start_epoch else None)
 
-        # 2. Epochs: head only first, then the whole network.
+        # 2. Epochs: head only first, then the whole network. A scikit-learn baseline is fitted once instead.
         try:
-            for epoch in range(start_epoch, cfg.epochs):
+            if is_estimator(self.model) and not self.finished:
+                self._end_epoch(0, self._fit_estimator(), writer, best_path)
+                self.finished = True
+            for epoch in range(start_epoch, cfg.epochs if not is_estimator(self.model) else 0):
                 if self.finished:
                     break
                 resume_here = saved_rng if epoch == start_epoch and start_batch else None
@@ -297,7 +338,7 @@ class Trainer:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         for b in range(start_batch, len(steps)):
             try:
-                inputs, y = self.train_set.batch(steps[b])
+                inputs, lengths, y = self.train_set.batch(steps[b])
                 for name, x in inputs.items():
                     x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width,
                                      freq_masks=aug.freq_masks, freq_mask_width=aug.freq_mask_width,
@@ -308,7 +349,7 @@ class Trainer:
                                         non_blocking=True)
                 y = y.to(self.device)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
-                    logits = forward(self.model, inputs)
+                    logits = forward(self.model, inputs, lengths)
                     loss = self.loss_fn(logits.float(), y)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -331,6 +372,45 @@ class Trainer:
         metrics = classification_metrics(acc["y_true"], acc["y_pred"], labels=range(len(self.classes)))
         return {**metrics, "loss": acc["loss_sum"] / acc["count"]}
 
+    def _fit_estimator(self) -> dict:
+        """Fit a scikit-learn baseline on the training split, after an optional grid search whose every
+        candidate is fitted on the training split and scored by UAR on the validation speakers."""
+        from sklearn.model_selection import GridSearchCV, PredefinedSplit
+        from sklearn.utils.validation import has_fit_parameter
+
+        cfg, model = self.config, self.model
+        X, y = _vectors(self.train_set), self.train_set.labels.numpy()
+        weights = None if cfg.train.class_balance == "none" else self.sample_weights.double().numpy()
+        if weights is not None and not has_fit_parameter(model.pipeline.named_steps["clf"], "sample_weight"):
+            log.warning("%s takes no sample weights: train.class_balance=%s is not applied",
+                        cfg.model.name, cfg.train.class_balance)
+            weights = None
+        seeds = {k: cfg.train.seed for k in model.pipeline.get_params() if k.endswith("random_state")}
+        try:
+            model.pipeline.set_params(**seeds, **cfg.model.params)
+        except ValueError as error:
+            raise ConfigError(f"model.params: {error}") from None
+        self.search_results = None
+        if cfg.model.search:
+            X_val = _vectors(self.val_set)
+            fold = np.r_[np.full(len(X), -1), np.zeros(len(X_val))]  # train on the split, score on validation
+            fit_params = {} if weights is None else {"clf__sample_weight": np.r_[weights, np.ones(len(X_val))]}
+            search = GridSearchCV(model.pipeline, model.search_space, scoring="balanced_accuracy",
+                                  cv=PredefinedSplit(fold), refit=False, n_jobs=-1)
+            search.fit(np.vstack([X, X_val]), np.r_[y, self.val_set.labels.numpy()], **fit_params)
+            model.pipeline.set_params(**search.best_params_)
+            self.search_results = [{"params": p, "val_uar": float(s)} for p, s in
+                                   zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])]
+            log.info("grid search: best %s (validation UAR %.3f)", search.best_params_, search.best_score_)
+        try:
+            model.fit(X, y, sample_weight=weights)
+        except ValueError as error:  # e.g. too few utterances per class for the model's internal folds
+            raise DataError(f"{cfg.model.name} cannot be fitted on this training split: {error}") from None
+        probs = predict_proba(model, self.train_set, device=self.device)
+        loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), self.train_set.labels).item()
+        return {**classification_metrics(y.tolist(), probs.argmax(1).tolist(), labels=range(len(self.classes))),
+                "loss": loss}
+
     def _end_epoch(self, epoch: int, train: dict, writer, best_path: Path) -> None:
         cfg = self.config.train
         val_probs = predict_proba(self.model, self.val_set, device=self.device, batch_size=2 * cfg.batch_size,
@@ -338,7 +418,7 @@ class Trainer:
         val_loss = nn.functional.nll_loss(val_probs.clamp_min(1e-12).log(), self.val_set.labels).item()
         val = {**classification_metrics(self.val_set.labels.tolist(), val_probs.argmax(1).tolist(),
                                         labels=range(len(self.classes))), "loss": val_loss}
-        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        lrs = [group["lr"] for group in self.optimizer.param_groups] if self.optimizer else [None, None]
         if self.plateau is not None and self.scheduler.last_epoch >= self.warmup_steps:
             self.plateau.step(val["uar"])
         improved = val["uar"] > self.best["uar"]
@@ -347,33 +427,36 @@ class Trainer:
         else:
             self.bad_epochs += 1
         self.history.append({"epoch": epoch + 1, "lr_head": lrs[0], "lr_backbone": lrs[1],
-                             "train": {k: v for k, v in train.items() if k != "confusion"},
-                             "val": val})
+                             "train": {k: v for k, v in train.items() if k != "confusion"}, "val": val,
+                             **({"search": self.search_results} if getattr(self, "search_results", None) else {})})
         step = epoch + 1
         for split, metrics in (("train", train), ("val", val)):
             for key in ("loss", "accuracy", "uar", "macro_f1"):
                 writer.add_scalar(f"{key}/{split}", metrics[key], step)
-        writer.add_scalar("lr/head", lrs[0], step)
-        writer.add_scalar("lr/backbone", lrs[1], step)
+        if self.optimizer:
+            writer.add_scalar("lr/head", lrs[0], step)
+            writer.add_scalar("lr/backbone", lrs[1], step)
         writer.add_figure("confusion/val", confusion_figure(val["confusion"], self.classes, title=f"validation, epoch {step}"), step)
         writer.flush()
         stop = cfg.early_stopping_patience and self.bad_epochs >= cfg.early_stopping_patience
         self.finished = bool(stop) or step == cfg.epochs
         if improved:
             save_checkpoint(self._state(epoch=step, batch=0, partial=None), best_path)
-        print(f"epoch {step:3d}/{cfg.epochs}  train loss {train['loss']:.3f} acc {train['accuracy']:.3f} "
+        when = "fitted" if is_estimator(self.model) else f"epoch {step:3d}/{cfg.epochs}"
+        print(f"{when}  train loss {train['loss']:.3f} acc {train['accuracy']:.3f} "
               f"uar {train['uar']:.3f} | val loss {val_loss:.3f} acc {val['accuracy']:.3f} uar {val['uar']:.3f} "
-              f"f1 {val['macro_f1']:.3f}  lr {lrs[0]:.2e}{'  *best' if improved else ''}"
+              f"f1 {val['macro_f1']:.3f}{f'  lr {lrs[0]:.2e}' if self.optimizer else ''}{'  *best' if improved else ''}"
               f"{'  early stop' if stop else ''}", flush=True)
 
     def _evaluate_tests(self, best_path: Path, writer) -> dict:
         best = load_checkpoint(best_path, map_location=self.device)
         self.model.load_state_dict(best["model"])
-        val_best = next(h["val"] for h in self.history if h["epoch"] == best["best"]["epoch"])
+        best_epoch = next(h for h in self.history if h["epoch"] == best["best"]["epoch"])
+        val_best = best_epoch["val"]
         summary = {"run": self.config.run.name, "model": self.config.model.name, "classes": list(self.classes),
                    "feature": self._feature_label, "train": self.train_trees, "train_corpora": self.train_corpora,
                    "best_epoch": best["best"]["epoch"], "epochs_run": len(self.history),
-                   "validation": val_best, "test": {}}
+                   "validation": val_best, "test": {}, **({"search": best_epoch["search"]} if "search" in best_epoch else {})}
         for name, rows in self.test_rows.items():
             test_set = ImageSet([p for p, _ in rows], [u for _, u in rows], self.classes, desc=f"test {name}",
                                 progress=self.progress)
@@ -395,6 +478,25 @@ class Trainer:
                   **{f"hparam/test_{n}_{k}": m[k] for n, m in summary["test"].items() for k in ("accuracy", "uar")}}
         writer.add_hparams(hparams, finals, run_name=".")
         return summary
+
+
+def _vectors(images: ImageSet) -> np.ndarray:
+    """The (utterances, features) matrix a scikit-learn baseline reads: utterance statistics."""
+    stored = images.inputs[SINGLE_INPUT]
+    if stored.ndim != 3 or stored.shape[2] != 1:
+        raise ConfigError(f"scikit-learn baselines read one vector per utterance, not inputs of shape "
+                          f"{tuple(stored.shape[1:])}; train them on trees made with --feature stats")
+    return stored[:, :, 0].double().numpy()
+
+
+def _check_augmentation(entries: list[dict[str, str]], key: str, *, expected: bool) -> None:
+    """Trees of augmented copies belong in data.train_augmented and nowhere else."""
+    for entry in entries:
+        for tree in entry.values():
+            if (Path(tree) / "features.json").is_file() and (read_augmentation(tree) is not None) != expected:
+                raise ConfigError(f"{key}: {tree!r} " + ("holds no augmented copies; make it with `spectro images --augment`"
+                                                          if expected else "holds augmented copies, which may only train: "
+                                                          "list it under data.train_augmented"))
 
 
 def _versions() -> dict:

@@ -26,7 +26,8 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, num_classes: int, *, pretrained: bool = False,
-                 weights: str | Path | dict[str, str] | None = None, drop_rate: float = 0.0) -> nn.Module:
+                 weights: str | Path | dict[str, str] | None = None, drop_rate: float = 0.0,
+                 in_channels: int | None = None) -> nn.Module:
     """Build a registered model with a fresh `num_classes`-way classifier.
 
     Parameters
@@ -41,15 +42,24 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False,
         models take one per branch: ``{"mel": path, "gd": path}``.
     drop_rate : float in [0, 1)
         Dropout before the classifier.
+    in_channels : int, optional
+        Features per frame of a sequence or matrix input (e.g. 15 for ``frames``); image models
+        read RGB and take none.
     """
     constructor = MODELS.get(name)
     if num_classes < 2:
         raise ConfigError(f"num_classes={num_classes} must be at least 2")
     if not 0 <= drop_rate < 1:
         raise ConfigError(f"drop_rate={drop_rate} must be in [0, 1)")
-    return constructor(num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate)
+    extra = {} if in_channels is None else {"in_channels": in_channels}
+    return constructor(num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate, **extra)
 
 
-from . import backbones, fusion, mfcc_cnn  # noqa: E402,F401  (registration)
+def is_estimator(model: nn.Module) -> bool:
+    """A scikit-learn baseline, fitted in one go instead of by gradient descent."""
+    return getattr(model, "is_estimator", False)
 
-__all__ = ["create_model", "list_models", "register_model"]
+
+from . import backbones, classical, fusion, mfcc_cnn, sequence  # noqa: E402,F401  (registration)
+
+__all__ = ["create_model", "is_estimator", "list_models", "register_model"]

@@ -47,10 +47,10 @@ class MfccCnn(nn.Module):
 
 
 def _create(name: str, num_classes: int, *, pretrained: bool, weights: str | Path | None, drop_rate: float,
-            **architecture) -> MfccCnn:
+            in_channels: int | None = None, **architecture) -> MfccCnn:
     if pretrained or weights is not None:
         raise ConfigError(f"model {name!r} has no ImageNet pretraining; set model.pretrained=false")
-    return MfccCnn(num_classes, drop_rate=drop_rate, **architecture)
+    return MfccCnn(num_classes, drop_rate=drop_rate, n_mfcc=in_channels or N_MFCC, **architecture)
 
 
 @register_model
