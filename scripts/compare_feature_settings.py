@@ -30,7 +30,7 @@ def embed(model, image_set, batch_size: int = 64) -> np.ndarray:
     model.eval()
     out = []
     for start in range(0, len(image_set), batch_size):
-        inputs, _ = image_set.batch(torch.arange(start, min(start + batch_size, len(image_set))))
+        inputs, _, _ = image_set.batch(torch.arange(start, min(start + batch_size, len(image_set))))
         x = inputs["image"]
         out.append(model.net.forward_head(model.net.forward_features((x - model.mean) / model.std), pre_logits=True))
     return torch.cat(out).numpy()

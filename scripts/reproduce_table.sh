@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Reproduce the published comparison table from corpus folders: images, every config, evaluation
+# Reproduce the published comparison table and the baselines from corpus folders: images, every config, evaluation
 # on EMO-DB, and the comparison report. Every stage resumes, so rerun the same command after an
 # interruption; finished images, runs and reports are not redone.
 #
 #   scripts/reproduce_table.sh ravdess=/data/RAVDESS tess=/data/TESS emodb=/data/EMO-DB \
 #       [savee=/data/SAVEE] [cremad=/data/CREMA-D] [iemocap=/data/IEMOCAP]
 #
-# Outputs: images/mel/<corpus>, checkpoints/<run>, runs/<run> (TensorBoard), reports/<run>,
+# Outputs: images/<feature>/<corpus>, checkpoints/<run>, runs/<run> (TensorBoard), reports/<run>,
 # reports/comparison/comparison.{md,csv}. EXTRA_SET="model.weights=/data/resnet50.pth ..." passes
 # --set overrides to every run (offline machines); CONFIGS="configs/a.yaml ..." picks the configs.
 set -euo pipefail
@@ -20,9 +20,21 @@ export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-4000000000}
 emodb=""
 for spec in "$@"; do
   name=${spec%%=*}
-  echo "== images: $name"
-  "$SPECTRO" images --corpus "$spec" --out "images/mel/$name" --quiet
-  [ "$name" = emodb ] && emodb=${spec#*=}
+  # the CNN rows' pictures and matrices (3 s), then the baselines' whole-utterance features
+  for feature in mel gd mel+gd mfcc; do
+    echo "== images: $feature $name"
+    "$SPECTRO" images --corpus "$spec" --feature "$feature" --out "images/$feature/$name" --quiet
+  done
+  for pair in stats:stats frames:frames mfcc:mfcc_var; do
+    echo "== images: ${pair#*:} $name"
+    "$SPECTRO" images --corpus "$spec" --feature "${pair%%:*}" --set audio.duration=null --out "images/${pair#*:}/$name" --quiet
+  done
+  if [ "$name" = emodb ]; then
+    emodb=${spec#*=}
+  else  # augmented training copies, used for training speakers only
+    "$SPECTRO" images --corpus "$spec" --feature stats --set audio.duration=null --augment --set augment.copies=2 \
+      --out "images/stats_aug/$name" --quiet
+  fi
 done
 [ -n "$emodb" ] || { echo "emodb=PATH is required: it is the test corpus" >&2; exit 2; }
 
@@ -35,7 +47,7 @@ for config in $CONFIGS; do
   "$SPECTRO" train "$config" --resume --quiet "${sets[@]}"
   echo "== evaluate: $run"
   if [ ! -f "reports/$run/report.json" ] || [ "checkpoints/$run/best.pt" -nt "reports/$run/report.json" ]; then
-    "$SPECTRO" evaluate "checkpoints/$run/best.pt" --images emodb=images/mel/emodb --out "reports/$run" --quiet
+    "$SPECTRO" evaluate "checkpoints/$run/best.pt" --corpus "emodb=$emodb" --out "reports/$run" --quiet
   fi
   reports+=("reports/$run")
 done

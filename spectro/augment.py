@@ -8,20 +8,30 @@ from __future__ import annotations
 import torch
 
 
-def _band_mask(batch: int, length: int, *, count: int, max_fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """(batch, length) booleans: `count` bands per row, each up to ``max_fraction * length`` wide."""
+def _band_mask(batch: int, length: int, *, count: int, max_fraction: float, generator: torch.Generator,
+               valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(batch, length) booleans: `count` bands per row, each up to ``max_fraction`` of the row's
+    `valid` length (all of `length` by default) wide, inside that valid part."""
     positions = torch.arange(length)
     mask = torch.zeros(batch, length, dtype=torch.bool)
-    max_width = int(max_fraction * length)
+    if valid is None:
+        max_width = int(max_fraction * length)
+        for _ in range(count):
+            width = torch.randint(0, max_width + 1, (batch, 1), generator=generator)
+            start = (torch.rand(batch, 1, generator=generator) * (length - width + 1)).long()
+            mask |= (positions >= start) & (positions < start + width)
+        return mask
+    valid = valid.reshape(batch, 1).cpu()
+    max_width = (max_fraction * valid).long()
     for _ in range(count):
-        width = torch.randint(0, max_width + 1, (batch, 1), generator=generator)
-        start = (torch.rand(batch, 1, generator=generator) * (length - width + 1)).long()
+        width = (torch.rand(batch, 1, generator=generator) * (max_width + 1)).long()
+        start = (torch.rand(batch, 1, generator=generator) * (valid - width + 1)).long()
         mask |= (positions >= start) & (positions < start + width)
     return mask
 
 
 def spec_augment(images: torch.Tensor, *, time_masks: int, time_mask_width: float, freq_masks: int,
-                 freq_mask_width: float, generator: torch.Generator) -> torch.Tensor:
+                 freq_mask_width: float, generator: torch.Generator, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Mask random time columns and frequency rows of (B, C, H, W) images with each image's mean.
 
     Parameters
@@ -32,13 +42,22 @@ def spec_augment(images: torch.Tensor, *, time_masks: int, time_mask_width: floa
         Largest band width as a fraction of the image side.
     generator : torch.Generator
         The only source of randomness, so a run replays exactly on resume.
+    lengths : torch.Tensor [shape=(B,)], optional
+        Valid time steps of zero-padded sequences: bands scale with, and stay inside, each row's
+        own length, and the fill is the mean of its valid part.
     """
     if images.ndim == 3:  # (B, F, T) matrices such as MFCCs: mask them like one-channel images
         return spec_augment(images[:, None], time_masks=time_masks, time_mask_width=time_mask_width,
-                            freq_masks=freq_masks, freq_mask_width=freq_mask_width, generator=generator)[:, 0]
+                            freq_masks=freq_masks, freq_mask_width=freq_mask_width, generator=generator,
+                            lengths=lengths)[:, 0]
     b, _, h, w = images.shape
-    cols = _band_mask(b, w, count=time_masks, max_fraction=time_mask_width, generator=generator)
+    cols = _band_mask(b, w, count=time_masks, max_fraction=time_mask_width, generator=generator, valid=lengths)
     rows = _band_mask(b, h, count=freq_masks, max_fraction=freq_mask_width, generator=generator)
     masked = (rows[:, :, None] | cols[:, None, :])[:, None]  # (B, 1, H, W)
-    fill = images.mean(dim=(2, 3), keepdim=True)
+    if lengths is None:
+        fill = images.mean(dim=(2, 3), keepdim=True)
+    else:
+        valid = (torch.arange(w)[None, :] < lengths.reshape(b, 1).cpu())[:, None, None, :].to(images.device)
+        fill = (images * valid).sum(dim=(2, 3), keepdim=True) / (valid.sum(dim=(2, 3), keepdim=True) * h)
+        masked &= valid
     return torch.where(masked, fill, images)

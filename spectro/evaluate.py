@@ -19,7 +19,7 @@ from .corpora import Utterance
 from .data import SINGLE_INPUT, ImageSet, as_sources, check_disjoint
 from .errors import ConfigError
 from .fileio import atomic_open
-from .images import build_image_dataset, image_relpath, read_feature_settings, read_image_manifest
+from .images import build_image_dataset, image_relpath, read_augmentation, read_feature_settings, read_image_manifest
 from .manifest import scan_corpora, select_classes
 from .metrics import confusion_figure, detailed_metrics
 from .train import predict_proba, resolve_device
@@ -66,6 +66,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
         if not single:
             raise ConfigError(f"{checkpoint} reads several inputs {list(inputs)}; pass the corpus itself (--corpus) "
                               "so each input is rendered with its settings")
+        if read_augmentation(tree) is not None:
+            raise ConfigError(f"image tree {tree!r} holds augmented training copies; test on the recordings themselves")
         if read_feature_settings(tree) != inputs[SINGLE_INPUT]:
             raise ConfigError(f"image tree {tree!r} was made with other feature settings than {checkpoint}; "
                               f"pass the corpus itself (--corpus) so it is rendered with the checkpoint's settings")

@@ -61,6 +61,7 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, cosine: bool) -
 def predict_proba(model: nn.Module, images: ImageSet, *, device: torch.device, batch_size: int = 64,
                   channels_last: bool = False) -> torch.Tensor:
     """Class probabilities (N, C) for every image of a set, in order."""
+    check_lengths(model, images)
     model.eval()
     out = []
     for index in batches(torch.arange(len(images)), batch_size):
@@ -69,6 +70,17 @@ def predict_proba(model: nn.Module, images: ImageSet, *, device: torch.device, b
                              else torch.contiguous_format) for name, x in inputs.items()}
         out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0, len(images.classes))
+
+
+def check_lengths(model: nn.Module, images: ImageSet) -> None:
+    """Refuse padded inputs of different lengths for a model that cannot mask the padding."""
+    if getattr(model, "takes_lengths", False) or is_estimator(model):
+        return
+    for name, lengths in images.lengths.items():
+        if len(lengths) and lengths.min() != lengths.max():
+            raise ConfigError(f"input {name!r} holds utterances of different lengths, which this model would read "
+                              "with their padding; render it with a fixed audio.duration, or use a sequence model "
+                              "(lstm, bilstm_attention, conv1d)")
 
 
 def forward(model: nn.Module, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -153,6 +165,9 @@ class Trainer:
             raise ConfigError("data.train_augmented trees were made with other feature settings (or inputs) than "
                               "data.train; render them with the same settings and --augment")
         kept = [row for row in rows if row[1].path in train_recordings]
+        if rows and not kept:
+            raise ConfigError(f"none of the {len(rows)} augmented copies in data.train_augmented is a copy of a training "
+                              "recording; render them from the same corpus paths as data.train")
         log.info("%d augmented copies of training recordings added; %d copies of recordings outside the training "
                  "split (validation speakers, other corpora) left out", len(kept), len(rows) - len(kept))
         return kept
@@ -170,6 +185,7 @@ class Trainer:
                               f"{sorted(self.features)}; write each data.train entry as {{{', '.join(f'{n}: TREE' for n in wanted)}}}"
                               if len(wanted) > 1 else
                               f"model {cfg.model.name!r} reads one input; give each data.train entry as one image tree")
+        check_lengths(self.model, self.train_set)
         if (cfg.model.params or cfg.model.search) and not is_estimator(self.model):
             raise ConfigError(f"model.params and model.search apply to scikit-learn baselines, not {cfg.model.name!r}")
         self.sample_weights = self._sample_weights(cfg.train.class_balance)
@@ -342,7 +358,7 @@ class Trainer:
                 for name, x in inputs.items():
                     x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width,
                                      freq_masks=aug.freq_masks, freq_mask_width=aug.freq_mask_width,
-                                     generator=self.augment_rng)
+                                     generator=self.augment_rng, lengths=lengths[name] if x.ndim == 3 else None)
                     if epoch == 0 and b == 0 and x.ndim == 4:
                         writer.add_images(f"examples/train_augmented_{name}", x[:8], 0)
                     inputs[name] = x.to(self.device, memory_format=memory_format if x.ndim == 4 else torch.contiguous_format,
@@ -390,6 +406,7 @@ class Trainer:
             model.pipeline.set_params(**seeds, **cfg.model.params)
         except ValueError as error:
             raise ConfigError(f"model.params: {error}") from None
+        self._group_internal_folds()
         self.search_results = None
         if cfg.model.search:
             X_val = _vectors(self.val_set)
@@ -410,6 +427,23 @@ class Trainer:
         loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), self.train_set.labels).item()
         return {**classification_metrics(y.tolist(), probs.argmax(1).tolist(), labels=range(len(self.classes))),
                 "loss": loss}
+
+    def _group_internal_folds(self) -> None:
+        """With augmented copies, keep each recording's copies on one side of a model's internal splits:
+        calibration folds are grouped by recording, and the MLP's random early-stopping hold-out is off."""
+        recordings = [u.path for u in self.train_set.utterances]
+        if len(set(recordings)) == len(recordings):
+            return
+        from sklearn.model_selection import GroupKFold
+
+        params = self.model.pipeline.get_params()
+        folds = list(GroupKFold(5).split(recordings, groups=recordings))
+        grouped = {k: folds for k in params if k.endswith("__cv")}
+        grouped |= {k: False for k in params if k.endswith("early_stopping")}
+        if grouped:
+            log.info("augmented copies present: %s", ", ".join(f"{k} grouped by recording" if k.endswith("cv")
+                                                                else f"{k}=False" for k in grouped))
+            self.model.pipeline.set_params(**grouped)
 
     def _end_epoch(self, epoch: int, train: dict, writer, best_path: Path) -> None:
         cfg = self.config.train

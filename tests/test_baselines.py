@@ -167,6 +167,9 @@ def test_a_classical_run_scales_on_training_data_searches_on_validation_and_repo
     state = load_checkpoint(tmp_path / "ck" / "logistic_regression" / "last.pt")
     assert state["optimizer"] is None and state["finished"]
     assert Trainer(config, progress=False).fit(resume=True) == summary  # a finished run is not redone
+    (tmp_path / "ck" / "logistic_regression" / "summary.json").unlink()  # as if killed while testing
+    resumed = Trainer(config, progress=False)
+    assert resumed.fit(resume=True)["test"] == summary["test"]  # the pipeline reloaded from last.pt
 
 
 def test_model_params_reach_the_pipeline_and_unknown_ones_are_refused(trees, tmp_path):
@@ -192,10 +195,11 @@ def test_classical_models_refuse_frame_sequences(trees, tmp_path):
 
 
 # --------------------------------------------------------------------------- sequence models
+@pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("name", SEQUENCE)
-def test_sequence_models_ignore_padding(name):
+def test_sequence_models_ignore_padding(name, mode):
     torch.manual_seed(0)
-    model = create_model(name, 4, in_channels=15, drop_rate=0.2).eval()
+    model = create_model(name, 4, in_channels=15, drop_rate=0.0).train(mode == "train")
     x = torch.randn(3, 15, 50)
     lengths = torch.tensor([50, 31, 12])
     batched = model(x, lengths)
@@ -325,3 +329,51 @@ def test_report_lists_baselines_and_cnns_with_macro_f1(trees, tmp_path):
     summary = json.loads((tmp_path / "ck" / "conv1d" / "summary.json").read_text())
     line = dict(zip(header, cells[1]))
     assert line["features"] == "frames" and line["langb macro-F1 %"] == f"{100 * summary['test']['langb']['macro_f1']:.2f}"
+
+
+def test_time_masks_of_padded_sequences_stay_inside_each_utterance():
+    from spectro.augment import spec_augment
+
+    x = torch.zeros(2, 15, 100)
+    x[:, :, :20] = torch.arange(1, 21, dtype=torch.float)  # the second utterance is 20 frames long
+    x[0, :, 20:] = 5.0
+    lengths = torch.tensor([100, 20])
+    out = spec_augment(x, time_masks=3, time_mask_width=0.5, freq_masks=0, freq_mask_width=0,
+                       generator=torch.Generator().manual_seed(0), lengths=lengths)
+    assert torch.all(out[1, :, 20:] == 0)  # padding untouched
+    changed = (out[1] != x[1]).any(0)
+    assert changed.any() and torch.all(out[1, :, changed] == 10.5)  # the mean of its 20 valid frames
+
+
+def test_models_that_cannot_mask_refuse_utterances_of_different_lengths(trees, tmp_path):
+    with pytest.raises(ConfigError, match="different lengths"):
+        Trainer(experiment(tmp_path, trees["frames", "a"], trees["frames", "b"], "mfcc_cnn1"), progress=False).fit()
+
+
+def test_evaluate_refuses_a_tree_of_augmented_copies(trees, tmp_path):
+    Trainer(experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "lda"), progress=False).fit()
+    assert main(["evaluate", str(tmp_path / "ck" / "lda" / "best.pt"), "--images", f"copies={trees['stats', 'aug']}",
+                 "--out", str(tmp_path / "rep"), "--quiet"]) == 2
+
+
+def test_copies_that_match_no_training_recording_are_an_error(trees, tmp_path):
+    config = experiment(tmp_path, trees["stats", "b"], trees["stats", "a"], "lda",
+                        data={"train_augmented": [str(trees["stats", "aug"])], "val_speakers": ["synth-b02m"]})
+    with pytest.raises(ConfigError, match="none of the .* augmented copies"):
+        Trainer(config, progress=False).fit()
+
+
+def test_internal_folds_keep_copies_of_one_recording_together(trees, tmp_path):
+    config = experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "rf_mlp_ensemble",
+                        data={"train_augmented": [str(trees["stats", "aug"])]})
+    trainer = Trainer(config, progress=False)
+    trainer.fit()
+    assert trainer.model.pipeline.get_params()["clf__mlp__early_stopping"] is False
+    svm = Trainer(experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "svm",
+                             data={"train_augmented": [str(trees["stats", "aug"])]}), progress=False)
+    svm._prepare_data()
+    svm._prepare_model()
+    svm._group_internal_folds()
+    recordings = np.array([u.path for u in svm.train_set.utterances])
+    for train_idx, test_idx in svm.model.pipeline.get_params()["clf__cv"]:
+        assert not set(recordings[train_idx]) & set(recordings[test_idx])

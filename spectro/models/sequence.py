@@ -78,6 +78,14 @@ class BiLstmAttention(SequenceClassifier):
         return torch.bmm(self.last_attention[:, None], out)[:, 0]
 
 
+class FrameNorm(nn.LayerNorm):
+    """Layer normalisation over channels, frame by frame: unlike batch normalisation its statistics
+    never include padding, in training as in inference."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, channels, frames)
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 class Conv1dClassifier(SequenceClassifier):
     """Convolution blocks over time, then mean and max pooling over each utterance's valid frames."""
 
@@ -87,7 +95,7 @@ class Conv1dClassifier(SequenceClassifier):
         blocks, width = [], in_channels
         for out in channels:
             blocks.append(nn.Sequential(nn.Conv1d(width, out, kernel_size, padding=kernel_size // 2),
-                                        nn.BatchNorm1d(out), nn.ReLU()))
+                                        FrameNorm(out), nn.ReLU()))
             width = out
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.MaxPool1d(2, ceil_mode=True)
