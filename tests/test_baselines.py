@@ -289,9 +289,9 @@ def test_training_uses_copies_of_training_speakers_only(trees, tmp_path):
     trainer = Trainer(config, progress=False)
     trainer.fit()
     train_speakers = {u.speaker for u in trainer.train_set.utterances}
-    originals = [u for u in trainer.train_set.utterances]
+    training = trainer.train_set.utterances
     assert "synth-a02m" not in train_speakers
-    assert len(originals) == 3 * len({u.path for u in originals})  # each recording and its two copies
+    assert len(training) == 3 * len({u.path for u in training})  # each recording and its two copies
     assert all(u.speaker == "synth-a02m" for u in trainer.val_set.utterances)
     assert len(trainer.val_set) == len({u.path for u in trainer.val_set.utterances})  # no copies
 

@@ -10,8 +10,6 @@ import numpy as np
 
 from ..errors import ConfigError
 
-# The descriptor rows of `utterance_statistics`, in order (184 with the defaults).
-STATISTIC_GROUPS = ("rms", "spectral_centroid", "spectral_rolloff", "zero_crossing_rate", "chroma", "mfcc", "mel")
 
 
 def _spectra(y: np.ndarray, *, sr: int, n_fft: int, hop_length: int, win_length: int | None, n_mels: int,
@@ -57,7 +55,7 @@ def utterance_statistics(*, y: np.ndarray, sr: int, n_fft: int = 1024, hop_lengt
     Returns
     -------
     stats : np.ndarray [shape=(d,) with d = 16 + n_mfcc + n_mels, or twice that with `std`; float32]
-        Groups in the order of ``STATISTIC_GROUPS``; means first, then standard deviations.
+        RMS, centroid, roll-off, ZCR, chroma, MFCC, mel, in that order; means first, then standard deviations.
     """
     import librosa
 
