@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -114,8 +115,6 @@ _worker_augmentation: WaveformAugmentConfig | None = None
 
 def _init_worker(config: FeatureConfig, augmentation: WaveformAugmentConfig | None) -> None:
     global _worker_config, _worker_augmentation
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(1)  # one process per core; nested BLAS threads would only fight
     _worker_config, _worker_augmentation = config, augmentation
 
@@ -186,8 +185,9 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
              len(todo), present, known_bad_count, workers)
     bar = tqdm(total=len(todo), unit="file", desc="images", disable=not progress or not todo)
     if workers == 1:
-        _init_worker(config, augmentation)
-        _collect(map(_render, todo), failures, bar)
+        with threadpool_limits(1):  # the workers' single-threaded maths; the caller's limits come back after
+            _init_worker(config, augmentation)
+            _collect(map(_render, todo), failures, bar)
     else:
         _warm_up(config)
         with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config, augmentation)) as pool:

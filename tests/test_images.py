@@ -95,6 +95,15 @@ def test_parallel_and_serial_runs_write_identical_images(tmp_path, utterances):
     assert one == two
 
 
+def test_serial_run_leaves_the_callers_thread_limits_alone(tmp_path, utterances):
+    """Rendering in-process must not leave a training step after it (the demo) on one thread."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(2):
+        build_image_dataset(utterances[:2], tmp_path / "images", SMALL, workers=1, progress=False)
+        assert {pool["num_threads"] for pool in threadpool_info()} == {2}
+
+
 def test_refuses_to_mix_feature_settings_in_one_tree(tmp_path, utterances):
     out = tmp_path / "images"
     build_image_dataset(utterances[:2], out, SMALL, workers=1, progress=False)
