@@ -25,12 +25,14 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise DataError(f"checkpoint {str(path)!r} cannot be read: {error}") from None
-    missing = [key for key in ("model", "classes", "config", "features") if key not in state]
+    missing = [key for key in ("model", "classes", "config") if key not in state]
+    missing += [] if "inputs" in state or "features" in state else ["inputs"]
     if missing:
         raise DataError(f"{str(path)!r} is not a spectro checkpoint: it lacks {missing}")
-    from .data import SINGLE_INPUT
+    if "inputs" not in state:  # written before checkpoints named their inputs: one input's "features"
+        from .data import SINGLE_INPUT
 
-    state.setdefault("inputs", {SINGLE_INPUT: state["features"]})  # written before checkpoints named their inputs
+        state["inputs"] = {SINGLE_INPUT: state.pop("features")}
     return state
 
 

@@ -131,7 +131,8 @@ def _render(task: tuple[int, str, str, int]) -> tuple[int, str | None]:
     try:
         augment = None
         if copy:
-            rng = copy_rng(source, copy, _worker_augmentation.seed)
+            recording = Path(target).stem.removesuffix(f"__aug{copy}")  # corpus__speaker__stem: any folder, any feature
+            rng = copy_rng(recording, copy, _worker_augmentation.seed)
             augment = lambda y: augment_waveform(y, sr=_worker_config.audio.sample_rate,  # noqa: E731
                                                  config=_worker_augmentation, rng=rng)
         y = prepare_audio(source, _worker_config.audio, augment=augment)

@@ -63,11 +63,11 @@ def predict_files(checkpoint: str | Path, paths: Iterable[str | Path], *, hop_fr
     device = resolve_device(device)
     model, state = load_trained_model(checkpoint, device=device)
     inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
-    audio = next(iter(inputs.values()))  # training checked that every input conditions audio alike
+    conditioning = next(iter(inputs.values()))  # training checked that every input conditions audio alike
     classes = list(state["classes"])
     for path in map(Path, paths):
         try:
-            windows = _windows(path, audio, hop_fraction)
+            windows = _windows(path, conditioning, hop_fraction)
         except SpectroError as error:
             yield Prediction(str(path), error=str(error))
             continue

@@ -190,7 +190,7 @@ class Trainer:
             raise ConfigError(f"model.params and model.search apply to scikit-learn baselines, not {cfg.model.name!r}")
         self.sample_weights = self._sample_weights(cfg.train.class_balance)
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)
-        self.optimizer = self.scheduler = self.plateau = None
+        self.optimizer = self.scheduler = self.plateau = self.search_results = None
         self.channels_last, self.backbone_params = False, []
         if is_estimator(self.model):
             return  # fitted in one go by _fit_estimator: no optimiser, schedule or loss
@@ -251,7 +251,7 @@ class Trainer:
             "finished": self.finished, "classes": list(self.classes), "model_name": self.config.model.name,
             "train_corpora": self.train_corpora,
             "config": to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.features.items()},
-            "features": to_dict(self._first_features), "versions": _versions(),
+            "versions": _versions(),
         }
 
     def _restore(self, state: dict) -> None:
@@ -407,7 +407,6 @@ class Trainer:
         except ValueError as error:
             raise ConfigError(f"model.params: {error}") from None
         self._group_internal_folds()
-        self.search_results = None
         if cfg.model.search:
             X_val = _vectors(self.val_set)
             fold = np.r_[np.full(len(X), -1), np.zeros(len(X_val))]  # train on the split, score on validation
@@ -462,7 +461,7 @@ class Trainer:
             self.bad_epochs += 1
         self.history.append({"epoch": epoch + 1, "lr_head": lrs[0], "lr_backbone": lrs[1],
                              "train": {k: v for k, v in train.items() if k != "confusion"}, "val": val,
-                             **({"search": self.search_results} if getattr(self, "search_results", None) else {})})
+                             **({"search": self.search_results} if self.search_results else {})})
         step = epoch + 1
         for split, metrics in (("train", train), ("val", val)):
             for key in ("loss", "accuracy", "uar", "macro_f1"):

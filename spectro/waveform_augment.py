@@ -57,6 +57,7 @@ def augment_waveform(y: np.ndarray, *, sr: int, config: WaveformAugmentConfig, r
     return np.asarray(y, dtype=np.float32)
 
 
-def copy_rng(source: str, copy: int, seed: int) -> np.random.Generator:
-    """The generator of one augmented copy: fixed by the recording, the copy number and the seed."""
-    return np.random.default_rng([zlib.crc32(source.encode()), copy, seed])
+def copy_rng(recording: str, copy: int, seed: int) -> np.random.Generator:
+    """The generator of one augmented copy: fixed by the recording's name, the copy number and the
+    seed, so a copy is the same wherever the corpus lies and for every feature rendered from it."""
+    return np.random.default_rng([zlib.crc32(recording.encode()), copy, seed])

@@ -1,6 +1,7 @@
 """The baselines: utterance statistics + scikit-learn, sequence models on frames, waveform augmentation."""
 
 import json
+import shutil
 
 import librosa
 import numpy as np
@@ -281,6 +282,18 @@ def test_augmented_trees_hold_named_copies_and_are_not_redone(trees, synth_corpu
         build_image_dataset(scan_corpus("synth", synth_corpus / "synth-a").utterances, trees["stats", "aug"],
                             from_dict(FeatureConfig, {"feature": "stats", "audio": {"duration": None}}),
                             augmentation=WaveformAugmentConfig(copies=2), progress=False)
+
+
+def test_a_copy_is_the_same_wherever_the_corpus_lies(trees, synth_corpus, tmp_path):
+    moved = tmp_path / "moved" / "synth-a"
+    shutil.copytree(synth_corpus / "synth-a" / "a01f", moved / "a01f")
+    utterances = scan_corpus("synth", moved).utterances[:2]
+    build_image_dataset(utterances, tmp_path / "aug", from_dict(FeatureConfig, {"feature": "stats", "audio": {"duration": None}}),
+                        augmentation=WaveformAugmentConfig(copies=2, noise_p=1.0, stretch_p=0.5), progress=False)
+    rendered = sorted((tmp_path / "aug").rglob("*.npy"))
+    assert len(rendered) == 4
+    for path in rendered:
+        np.testing.assert_array_equal(np.load(path), np.load(trees["stats", "aug"] / path.relative_to(tmp_path / "aug")))
 
 
 def test_training_uses_copies_of_training_speakers_only(trees, tmp_path):

@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from spectro.checkpoint import load_checkpoint
+from spectro.checkpoint import load_checkpoint, save_checkpoint
 from spectro.config import ExperimentConfig, FeatureConfig, ImageConfig, from_dict, load_experiment
 from spectro.corpora import scan_corpus
-from spectro.errors import ConfigError
+from spectro.errors import ConfigError, DataError
 from spectro.images import build_image_dataset
 from spectro.train import Trainer, _seed_for, lr_factor
 
@@ -45,9 +45,9 @@ def test_training_writes_checkpoints_summary_and_tensorboard(image_tree, tmp_pat
     run = tmp_path / "checkpoints" / "tiny"
     for name in ("best.pt", "last.pt"):
         state = torch.load(run / name, weights_only=True)
-        assert {"model", "optimizer", "scheduler", "epoch", "rng", "classes", "config", "features"} <= set(state)
+        assert {"model", "optimizer", "scheduler", "epoch", "rng", "classes", "config", "inputs"} <= set(state)
         assert state["classes"] == ["neutral", "happy", "sad", "angry"]
-        assert state["features"]["image"]["size"] == 32
+        assert state["inputs"]["image"]["image"]["size"] == 32
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
     assert summary["best_epoch"] == load_checkpoint(run / "best.pt")["epoch"]
     assert json.loads((run / "summary.json").read_text()) == summary
@@ -224,3 +224,12 @@ def test_corpus_balance_draws_every_corpus_and_class_equally(image_tree, tmp_pat
     for u, y, w in zip(trainer.train_set.utterances, trainer.train_set.labels.tolist(), weights.tolist()):
         cells[(u.corpus, y)] = cells.get((u.corpus, y), 0.0) + w
     assert all(total == pytest.approx(1.0) for total in cells.values())
+
+
+def test_checkpoints_load_only_with_their_inputs_and_old_ones_read_as_single_input(tmp_path):
+    mel = {"feature": "mel", "image": {"size": 32}}
+    save_checkpoint({"model": {}, "classes": ["a", "b"], "config": {}, "features": mel}, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")["inputs"] == {"image": mel}
+    save_checkpoint({"model": {}, "classes": ["a", "b"], "config": {}}, tmp_path / "bare.pt")
+    with pytest.raises(DataError, match=r"not a spectro checkpoint: it lacks \['inputs'\]"):
+        load_checkpoint(tmp_path / "bare.pt")

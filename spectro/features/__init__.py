@@ -74,7 +74,6 @@ def mel_feature(y: np.ndarray, config) -> np.ndarray:
     return (log_mel_spectrogram(y=y, **_analysis(config)) + top_db) / top_db
 
 
-
 @register_feature("gd")
 def group_delay_feature(y: np.ndarray, config) -> np.ndarray:
     """Modified group-delay gram scaled onto [0, 1] between its 1st and 99th percentiles.
@@ -93,7 +92,6 @@ def group_delay_feature(y: np.ndarray, config) -> np.ndarray:
 def mel_and_group_delay_feature(y: np.ndarray, config) -> np.ndarray:
     """Log-mel and group delay stacked framewise along frequency (mel below), resized as one image."""
     return np.vstack([mel_feature(y, config), group_delay_feature(y, config)])
-
 
 
 @register_feature("mfcc", image=False)
