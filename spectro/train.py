@@ -333,7 +333,6 @@ class Trainer:
         for p in self.backbone_params:
             p.requires_grad_(not frozen)
         # This epoch's randomness, from (seed, epoch); a mid-epoch resume restores the exact states.
-        order_rng = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, 0))
         self.augment_rng.manual_seed(_seed_for(cfg.seed, epoch, 1))
         torch.manual_seed(_seed_for(cfg.seed, epoch, 2))
         random.seed(_seed_for(cfg.seed, epoch, 3))
@@ -343,12 +342,9 @@ class Trainer:
             self.augment_rng.set_state(saved_rng["augment"])
             if self.cuda and saved_rng["cuda"]:
                 torch.cuda.set_rng_state_all(saved_rng["cuda"])
-        n = len(self.train_set)
-        order = (torch.multinomial(self.sample_weights, n, replacement=True, generator=order_rng)
-                 if cfg.class_balance in ("sampler", "corpus") else torch.randperm(n, generator=order_rng))
         acc = partial or {"loss_sum": 0.0, "count": 0, "y_true": [], "y_pred": []}
         self.model.train()
-        steps = batches(order, cfg.batch_size)
+        steps = batches(self._draw_order(epoch), cfg.batch_size)
         bar = tqdm(total=len(steps), initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}" + (" (head)" if frozen else ""),
                    unit="batch", leave=False, disable=not self.progress)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -387,6 +383,15 @@ class Trainer:
         bar.close()
         metrics = classification_metrics(acc["y_true"], acc["y_pred"], labels=range(len(self.classes)))
         return {**metrics, "loss": acc["loss_sum"] / acc["count"]}
+
+    def _draw_order(self, epoch: int) -> torch.Tensor:
+        """This epoch's training utterances in order: weighted draws with replacement for the balanced
+        samplers, otherwise each utterance once; fixed by (seed, epoch), so a resumed epoch replays."""
+        cfg, n = self.config.train, len(self.train_set)
+        generator = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, 0))
+        if cfg.class_balance in ("sampler", "corpus"):
+            return torch.multinomial(self.sample_weights, n, replacement=True, generator=generator)
+        return torch.randperm(n, generator=generator)
 
     def _fit_estimator(self) -> dict:
         """Fit a scikit-learn baseline on the training split, after an optional grid search whose every

@@ -38,6 +38,15 @@ def fit(data: dict, **kwargs) -> dict:
     return Trainer(from_dict(ExperimentConfig, data), progress=False).fit(**kwargs)
 
 
+def prepared(data: dict) -> Trainer:
+    """A trainer with its data split and its model, optimiser and loss built, as `fit` builds them."""
+    trainer = Trainer(from_dict(ExperimentConfig, data), progress=False)
+    trainer._prepare_data()
+    torch.manual_seed(_seed_for(0, -1, 0))
+    trainer._prepare_model()
+    return trainer
+
+
 def test_training_writes_checkpoints_summary_and_tensorboard(image_tree, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -80,14 +89,18 @@ def test_head_only_epochs_leave_the_backbone_untouched(image_tree, tmp_path):
     data["model"]["weights"] = str(weights)
     fit(data)
     trained = torch.load(tmp_path / "checkpoints" / "tiny" / "last.pt", weights_only=True)["model"]
-    untrained = Trainer(from_dict(ExperimentConfig, data), progress=False)
-    untrained._prepare_data()
-    torch.manual_seed(_seed_for(0, -1, 0))  # as fit() does before building the model
-    untrained._prepare_model()
-    initial = untrained.model.state_dict()
+    initial = prepared(data).model.state_dict()
     changed = {k for k in initial if not torch.equal(initial[k], trained[k])
                and "running_" not in k and "num_batches" not in k}  # BatchNorm statistics still adapt
     assert changed == {"net.classifier.weight", "net.classifier.bias"}
+
+
+def test_a_model_without_pretraining_is_never_frozen(image_tree, tmp_path):
+    data = tiny_config(image_tree, tmp_path, epochs=1, freeze_epochs=1)  # no ImageNet weights
+    fit(data)
+    trained = torch.load(tmp_path / "checkpoints" / "tiny" / "last.pt", weights_only=True)["model"]
+    initial = prepared(data).model.state_dict()
+    assert not torch.equal(initial["net.conv_stem.weight"], trained["net.conv_stem.weight"])
 
 
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(image_tree, tmp_path, monkeypatch):
@@ -201,6 +214,14 @@ def test_optimiser_schedule_and_balancing_options_train(image_tree, tmp_path, op
     state = load_checkpoint(tmp_path / "checkpoints" / "tiny" / "last.pt")
     assert state["epoch"] == 2 and state["finished"]
     assert (state["plateau"] is not None) == (optim["schedule"] == "plateau")
+    trainer = prepared(data)
+    assert type(trainer.optimizer) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optim["optimizer"]]
+    assert trainer.loss_fn.label_smoothing == train.get("label_smoothing", 0.1)
+    order = trainer._draw_order(0)
+    if train["class_balance"] == "none":  # every utterance once
+        assert sorted(order.tolist()) == list(range(len(trainer.train_set)))
+    else:  # weighted draws with replacement
+        assert len(order) == len(trainer.train_set) and len(set(order.tolist())) < len(order)
 
 
 def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(image_tree, tmp_path):
@@ -211,19 +232,18 @@ def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(image_tree, tmp_pa
 
 
 def test_corpus_balance_draws_every_corpus_and_class_equally(image_tree, tmp_path):
-    data = tiny_config(image_tree, tmp_path, class_balance="corpus")
-    trainer = Trainer(from_dict(ExperimentConfig, data), progress=False)
-    trainer._prepare_data()
-    # pretend the first 6 training utterances come from a second, small corpus
     import dataclasses
+    from collections import Counter
 
+    trainer = prepared(tiny_config(image_tree, tmp_path, class_balance="corpus"))
+    # pretend the first 6 training utterances come from a second, small corpus
     utts = trainer.train_set.utterances
     trainer.train_set.utterances = [dataclasses.replace(u, corpus="small") if i < 6 else u for i, u in enumerate(utts)]
-    weights = trainer._sample_weights("corpus")
-    cells = {}
-    for u, y, w in zip(trainer.train_set.utterances, trainer.train_set.labels.tolist(), weights.tolist()):
-        cells[(u.corpus, y)] = cells.get((u.corpus, y), 0.0) + w
-    assert all(total == pytest.approx(1.0) for total in cells.values())
+    trainer.sample_weights = trainer._sample_weights("corpus")
+    cell = [(u.corpus, y) for u, y in zip(trainer.train_set.utterances, trainer.train_set.labels.tolist())]
+    drawn = Counter(cell[i] for epoch in range(200) for i in trainer._draw_order(epoch).tolist())
+    shares = [n / sum(drawn.values()) for n in drawn.values()]
+    assert len(drawn) == len(set(cell)) and max(shares) < 1.25 * min(shares)  # equal up to sampling noise
 
 
 def test_checkpoints_load_only_with_their_inputs_and_old_ones_read_as_single_input(tmp_path):
