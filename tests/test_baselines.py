@@ -229,7 +229,7 @@ def test_sequence_models_need_their_feature_count_and_have_no_pretraining():
         4 * 64 * (15 + 64 + 2) + 4 * 64 * (64 + 64 + 2))  # two layers of 64 units
 
 
-def test_an_lstm_trains_on_whole_utterances_resumes_and_predicts(trees, tmp_path, synth_corpus, capsys):
+def test_an_lstm_trains_on_whole_utterances_and_predicts(trees, tmp_path, synth_corpus, capsys):
     config = experiment(tmp_path, trees["frames", "a"], trees["frames", "b"], "lstm")
     summary = Trainer(config, progress=False).fit()
     assert summary["feature"] == "frames" and summary["epochs_run"] == 2
@@ -313,14 +313,18 @@ def test_training_uses_copies_of_training_speakers_only(trees, tmp_path):
 def test_an_augmented_tree_is_refused_outside_train_augmented(trees, tmp_path, where):
     plain, aug = str(trees["stats", "a"]), str(trees["stats", "aug"])
     data = {"train": [aug], "test": {"langb": str(trees["stats", "b"])}} if where == "train" else {"test": {"copies": aug}}
-    with pytest.raises(ConfigError, match="train_augmented"):
+    with pytest.raises(ConfigError, match="holds augmented copies, which may only train"):
         Trainer(experiment(tmp_path, plain, trees["stats", "b"], "lda", data=data), progress=False).fit()
+
+
+def test_a_plain_tree_is_refused_as_augmented_copies(trees, tmp_path):
+    plain = str(trees["stats", "a"])
     with pytest.raises(ConfigError, match="holds no augmented copies"):
         Trainer(experiment(tmp_path, plain, trees["stats", "b"], "lda", data={"train_augmented": [plain]}),
                 progress=False).fit()
 
 
-def test_images_cli_renders_copies_only_with_augment(synth_corpus, tmp_path):
+def test_images_cli_renders_copies_only_with_augment(synth_corpus, tmp_path, capsys):
     out = tmp_path / "copies"
     assert main(["images", "--corpus", f"synth={synth_corpus / 'synth-a'}", "--feature", "stats", "--augment",
                  "--set", "augment.copies=1", "--set", "augment.snr_db=[5, 5]", "--out", str(out), "--quiet"]) == 0
@@ -328,8 +332,10 @@ def test_images_cli_renders_copies_only_with_augment(synth_corpus, tmp_path):
     assert saved["augmentation"]["snr_db"] == [5.0, 5.0] and saved["features"]["feature"] == "stats"
     assert main(["images", "--corpus", f"synth={synth_corpus / 'synth-a'}", "--set", "augment.copies=2",
                  "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "augment settings given without --augment" in capsys.readouterr().err
     assert main(["images", "--corpus", f"synth={synth_corpus / 'synth-a'}", "--augment", "--set", "augment.rate=[1]",
                  "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    assert "augment.rate=[1] must be a list of 2" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- one table
@@ -363,10 +369,11 @@ def test_models_that_cannot_mask_refuse_utterances_of_different_lengths(trees, t
         Trainer(experiment(tmp_path, trees["frames", "a"], trees["frames", "b"], "mfcc_cnn1"), progress=False).fit()
 
 
-def test_evaluate_refuses_a_tree_of_augmented_copies(trees, tmp_path):
+def test_evaluate_refuses_a_tree_of_augmented_copies(trees, tmp_path, capsys):
     Trainer(experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "lda"), progress=False).fit()
     assert main(["evaluate", str(tmp_path / "ck" / "lda" / "best.pt"), "--images", f"copies={trees['stats', 'aug']}",
                  "--out", str(tmp_path / "rep"), "--quiet"]) == 2
+    assert "holds augmented training copies" in capsys.readouterr().err
 
 
 def test_copies_that_match_no_training_recording_are_an_error(trees, tmp_path):
@@ -380,7 +387,9 @@ def test_internal_folds_keep_copies_of_one_recording_together(trees, tmp_path):
     config = experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "rf_mlp_ensemble",
                         data={"train_augmented": [str(trees["stats", "aug"])]})
     trainer = Trainer(config, progress=False)
-    trainer.fit()
+    trainer._prepare_data()
+    trainer._prepare_model()
+    trainer._group_internal_folds()
     assert trainer.model.pipeline.get_params()["clf__mlp__early_stopping"] is False
     svm = Trainer(experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "svm",
                              data={"train_augmented": [str(trees["stats", "aug"])]}), progress=False)

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -56,4 +58,6 @@ def test_an_mfcc_cnn_trains_checkpoints_and_predicts(mfcc_tree, tmp_path, synth_
     assert summary["feature"] == "mfcc" and summary["epochs_run"] == 2
     wav = sorted(synth_corpus.rglob("*.wav"))[0]
     assert main(["predict", str(tmp_path / "ck" / "cnn" / "best.pt"), str(wav), "--json"]) == 0
-    assert '"emotion"' in capsys.readouterr().out
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["emotion"] in ("neutral", "happy", "sad", "angry")
+    assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)

@@ -236,11 +236,12 @@ def test_corpus_balance_draws_every_corpus_and_class_equally(image_tree, tmp_pat
     from collections import Counter
 
     trainer = prepared(tiny_config(image_tree, tmp_path, class_balance="corpus"))
-    # pretend the first 6 training utterances come from a second, small corpus
+    # pretend the first 3 training utterances (all angry) come from a second, small corpus: cells of 3 and 6
     utts = trainer.train_set.utterances
-    trainer.train_set.utterances = [dataclasses.replace(u, corpus="small") if i < 6 else u for i, u in enumerate(utts)]
+    trainer.train_set.utterances = [dataclasses.replace(u, corpus="small") if i < 3 else u for i, u in enumerate(utts)]
     trainer.sample_weights = trainer._sample_weights("corpus")
     cell = [(u.corpus, y) for u, y in zip(trainer.train_set.utterances, trainer.train_set.labels.tolist())]
+    assert max(Counter(cell).values()) == 2 * min(Counter(cell).values())  # uneven cells, so the test can fail
     drawn = Counter(cell[i] for epoch in range(200) for i in trainer._draw_order(epoch).tolist())
     shares = [n / sum(drawn.values()) for n in drawn.values()]
     assert len(drawn) == len(set(cell)) and max(shares) < 1.25 * min(shares)  # equal up to sampling noise
