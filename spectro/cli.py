@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="FILE.csv")
     p.set_defaults(handler=cmd_manifest)
 
-    p = sub.add_parser("images", help="render utterances as 224x224x3 PNGs in an ImageFolder tree")
+    p = sub.add_parser("images", help="render utterances as 224x224x3 PNGs (or .npy matrices) in an ImageFolder tree")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", type=Path, metavar="FILE.csv")
     source.add_argument("--corpus", action="append", type=_corpus_spec, metavar="NAME=PATH")
