@@ -1,7 +1,8 @@
-"""Reading recordings and bringing them to one sample rate, level and length."""
+"""Reading recordings, conditioning them (rate, silence, level) and cutting them into the windows models read."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable
 
@@ -38,19 +39,43 @@ def load_audio(path, *, sr: int = 16000) -> np.ndarray:
         raise DataError(f"cannot read {path}: no such file")
     try:
         data, native_sr = soundfile.read(path, dtype="float32", always_2d=True)
-        y = data.mean(axis=1)
     except soundfile.LibsndfileError as sf_error:
-        y, native_sr = _load_with_librosa(path, sf_error)
+        data, native_sr = _load_with_librosa(path, sf_error)
+    return to_mono(data, orig_sr=native_sr, sr=sr, source=str(path))
+
+
+def to_mono(samples, *, orig_sr: int, sr: int, source: str = "the signal") -> np.ndarray:
+    """Samples of any channel count and rate as checked mono float32 at `sr`: what every stage reads.
+
+    Parameters
+    ----------
+    samples : array-like [shape=(n,) or (n, channels)]
+        Channels last, as soundfile reads them.
+    orig_sr, sr : int > 0
+        Sample rate of `samples`, and the rate wanted, in Hz.
+    source : str
+        Named in errors.
+    """
+    y = np.asarray(samples, dtype=np.float32)
+    if orig_sr <= 0:
+        raise ConfigError(f"sample_rate={orig_sr} must be a positive integer")
+    if y.ndim not in (1, 2):
+        raise ConfigError(f"{source}: samples.shape={y.shape} must be (n,) or (n, channels)")
     if y.size == 0:
-        raise DataError(f"cannot use {path}: the file holds no samples")
+        raise DataError(f"cannot use {source}: it holds no samples")
+    if y.ndim == 2:
+        if y.shape[1] > y.shape[0]:
+            raise ConfigError(f"{source}: samples.shape={y.shape} must be (n,) or (n, channels); transpose "
+                              "channels-first audio")
+        y = y.mean(axis=1)
     if not np.all(np.isfinite(y)):
-        raise DataError(f"cannot use {path}: it holds NaN or infinite samples")
+        raise DataError(f"cannot use {source}: it holds NaN or infinite samples")
     if not np.any(y):
-        raise DataError(f"cannot use {path}: the recording is silent (all samples are zero)")
-    if native_sr != sr:
+        raise DataError(f"cannot use {source}: the recording is silent (all samples are zero)")
+    if orig_sr != sr:
         import librosa
 
-        y = librosa.resample(y, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
+        y = librosa.resample(y, orig_sr=orig_sr, target_sr=sr, res_type="soxr_hq")
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -105,43 +130,67 @@ def fix_duration(y: np.ndarray, *, sr: int, duration: float, align: str = "cente
     return np.pad(y, (before, -excess - before))
 
 
-def prepare_audio(path, config: AudioConfig, *, augment: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Load and condition one recording exactly as every spectro stage does."""
-    return condition_audio(load_audio(path, sr=config.sample_rate), config, augment=augment)
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """One fixed-length stretch of a conditioned recording, as a model sees it.
 
-
-def condition_audio(y: np.ndarray, config: AudioConfig, *,
-                    augment: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Trim, normalise and crop/pad a signal already at ``config.sample_rate``.
-
-    `augment` (training copies only) changes the trimmed, normalised speech before the crop, so
-    a fixed-length picture is still filled the same way.
+    `start` and `end` are seconds in the source's own clock (before trimming), and cover only real
+    audio: a short recording's window ends where the recording does, not where its padding does.
     """
-    if config.trim:
-        y = trim_silence(y, top_db=config.trim_top_db)
+
+    start: float
+    end: float
+    samples: np.ndarray
+
+
+def audio_windows(y: np.ndarray, config: AudioConfig, *,
+                  augment: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Window]:
+    """The one preprocessing path: trim, normalise, (augment), then cut into windows.
+
+    Images, training, evaluation and prediction all read recordings through this function, so a
+    file is seen the same way everywhere. A recording no longer than ``config.duration`` gives one
+    window, zero-padded as ``config.align`` says; a longer one gives windows of that length every
+    ``config.window_hop`` seconds, the last ending at the recording's end, so nothing is left unscored.
+    With ``duration=None`` the whole recording is one window.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)]
+        Mono signal at ``config.sample_rate`` (see `to_mono`).
+    augment : callable, optional
+        Training copies only: changes the trimmed, normalised speech before it is windowed.
+    """
+    sr = config.sample_rate
+    start, end = silence_bounds(y, top_db=config.trim_top_db) if config.trim else (0, y.size)
+    y, offset = y[start:end], start / sr
     if config.normalise:
         y = peak_normalise(y, peak=config.peak)
     if augment is not None:
         y = augment(y)
         if y.size == 0:
             raise DataError("augmentation left no samples")
-    if config.duration is not None:
-        y = fix_duration(y, sr=config.sample_rate, duration=config.duration, align=config.align)
-    return y
-
-
-def split_windows(y: np.ndarray, *, sr: int, duration: float, hop: float) -> list[tuple[float, np.ndarray]]:
-    """(start second, window) pairs of exactly `duration` seconds every `hop` seconds.
-
-    The last window ends at the end of `y`, so no audio is left unscored; a signal shorter than
-    `duration` gives one zero-padded window.
-    """
-    if duration <= 0 or hop <= 0:
-        raise ConfigError(f"duration={duration} and hop={hop} must be positive")
-    size, step = int(round(duration * sr)), max(1, int(round(hop * sr)))
+    if config.duration is None:
+        return [Window(offset, offset + y.size / sr, y)]
+    size = int(round(config.duration * sr))
     if y.size <= size:
-        return [(0.0, fix_duration(y, sr=sr, duration=duration, align="start"))]
-    starts = list(range(0, y.size - size + 1, step))
-    if starts[-1] != y.size - size:
-        starts.append(y.size - size)
-    return [(start / sr, y[start:start + size]) for start in starts]
+        return [Window(offset, offset + y.size / sr, fix_duration(y, sr=sr, duration=config.duration,
+                                                                  align=config.align))]
+    starts = window_starts(y.size, size=size, step=max(1, int(round(config.window_hop * sr))))
+    return [Window(offset + s / sr, offset + (s + size) / sr, y[s:s + size]) for s in starts]
+
+
+def window_starts(n: int, *, size: int, step: int) -> list[int]:
+    """Sample offsets of windows of `size` every `step` samples over `n` samples; the last window
+    ends at `n`, so no sample is left out (an n shorter than `size` gives one window at 0)."""
+    if size <= 0 or step <= 0:
+        raise ConfigError(f"size={size} and step={step} must be positive")
+    starts = list(range(0, max(n - size, 0) + 1, step))
+    if starts[-1] < n - size:
+        starts.append(n - size)
+    return starts
+
+
+def prepare_windows(path, config: AudioConfig, *,
+                    augment: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Window]:
+    """Load a recording and cut it into the windows every spectro stage reads."""
+    return audio_windows(load_audio(path, sr=config.sample_rate), config, augment=augment)

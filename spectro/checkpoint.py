@@ -10,6 +10,16 @@ from .errors import DataError
 from .fileio import atomic_open
 
 
+# What only resuming a run needs; inference files (best.pt, `spectro export --format slim`) leave it out.
+RESUME_ONLY = ("optimizer", "scheduler", "plateau", "scaler", "rng", "partial", "batch", "bad_epochs", "finished")
+
+
+def slim_state(state: dict) -> dict:
+    """A checkpoint for inference: weights, classes, feature settings and the record of how they were
+    trained, without optimiser, scheduler or RNG state (a third of the size for EfficientNet-Lite0)."""
+    return {key: value for key, value in state.items() if key not in RESUME_ONLY}
+
+
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write `state` to a temporary file, then rename it onto `path` (never a torn checkpoint)."""
     with atomic_open(path, "wb") as handle:

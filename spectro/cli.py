@@ -159,30 +159,45 @@ def cmd_report(args) -> int:
 def cmd_predict(args) -> int:
     import json
 
-    from .predict import expand_inputs, plot_probabilities, predict_files
+    from .inference import Predictor
+    from .predict import expand_inputs, plot_probabilities
 
     paths = expand_inputs(args.inputs)
     if not paths:
         raise SpectroError(f"no audio files in {args.inputs}")
+    predictor = Predictor.load(args.checkpoint, device=args.device, batch_size=args.batch_size)
     failed = 0
-    for prediction in predict_files(args.checkpoint, paths, device=args.device):
+    for prediction in predictor.predict_files(paths):
         failed += prediction.error is not None
         if args.json:
-            record = {k: v for k, v in vars(prediction).items() if v is not None and (args.segments or k != "segments")}
-            print(json.dumps(record), flush=True)
+            print(json.dumps(_prediction_record(prediction, windows=args.segments)), flush=True)
         elif prediction.error:
             print(f"{prediction.path}: error: {prediction.error}", flush=True)
         else:
             probs = "  ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
-            print(f"{prediction.path}: {prediction.emotion}  ({probs})", flush=True)
+            print(f"{prediction.path}: {prediction.label}  ({probs})", flush=True)
             if args.segments:
-                for seg in prediction.segments:
-                    print(f"  {seg['start']:7.2f}-{seg['end']:7.2f} s  {seg['emotion']}", flush=True)
+                for w in prediction.windows:
+                    print(f"  {w.start:7.2f}-{w.end:7.2f} s  {w.label} {w.probabilities[w.label]:.3f}", flush=True)
         if args.plot and prediction.error is None:
             plot_probabilities(prediction, args.plot)
     if failed:
         print(f"{failed} of {len(paths)} file(s) could not be scored", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _prediction_record(prediction, *, windows: bool) -> dict:
+    """A Prediction as JSON-ready data, probabilities rounded to 6 decimals."""
+    import dataclasses
+
+    rounded = lambda p: {c: round(v, 6) for c, v in p.items()}  # noqa: E731
+    record = {k: v for k, v in dataclasses.asdict(prediction).items() if v is not None and k != "windows"}
+    if "probabilities" in record:
+        record["probabilities"] = rounded(record["probabilities"])
+    if windows and prediction.windows is not None:
+        record["windows"] = [{"start": round(w.start, 3), "end": round(w.end, 3), "label": w.label,
+                              "probabilities": rounded(w.probabilities)} for w in prediction.windows]
+    return record
 
 
 def cmd_synth(args) -> int:
@@ -260,9 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt")
     p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
-    p.add_argument("--segments", action="store_true", help="also the per-window results of long recordings")
+    p.add_argument("--segments", action="store_true", help="also each window's result (times in the file's clock)")
     p.add_argument("--plot", type=Path, metavar="DIR", help="save a probability bar chart per file")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--batch-size", type=int, default=32, help="windows scored at once (default: 32)")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("synth", help="write the built-in synthetic emotional-speech corpus")

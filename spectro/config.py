@@ -30,8 +30,9 @@ class AudioConfig:
     trim_top_db: float = 30.0
     normalise: bool = True  # scale to `peak` so recording level does not leak into features
     peak: float = 0.95
-    duration: float | None = 3.0  # seconds after trimming; None keeps each utterance's length
-    align: Literal["center", "start"] = "center"  # where to crop long and pad short signals
+    duration: float | None = 3.0  # window length in seconds; None: one window of the whole utterance
+    hop: float | None = None  # seconds between window starts in longer recordings; None: duration / 2
+    align: Literal["center", "start"] = "center"  # where a shorter signal sits in its zero-padded window
 
     def validate(self) -> None:
         _require(self.sample_rate > 0, "audio.sample_rate", self.sample_rate, "must be positive")
@@ -39,6 +40,13 @@ class AudioConfig:
         _require(0 < self.peak <= 1, "audio.peak", self.peak, "must be in (0, 1]")
         _require(self.duration is None or self.duration > 0, "audio.duration", self.duration,
                  "must be positive or null")
+        _require(self.hop is None or (self.duration is not None and 0 < self.hop <= self.duration), "audio.hop",
+                 self.hop, f"must be in (0, duration={self.duration}] or null (and null when duration is null)")
+
+    @property
+    def window_hop(self) -> float | None:
+        """Seconds between window starts (None with whole-utterance windows)."""
+        return None if self.duration is None else self.hop or self.duration / 2
 
 
 @dataclasses.dataclass

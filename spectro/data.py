@@ -1,4 +1,4 @@
-"""Training data from image trees: speaker-independent splits and an in-memory uint8 image cache."""
+"""Training data from image trees: speaker-independent splits and an in-memory uint8 cache of every window."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from .config import FeatureConfig
 from .corpora import Utterance, class_names
 from .errors import ConfigError, DataError
-from .images import read_feature_settings, read_image_manifest
+from .images import load_array, read_feature_settings, read_image_manifest
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +24,13 @@ SINGLE_INPUT = "image"  # the input name of single-input models
 
 
 class ImageSet:
-    """The inputs of one split, decoded once and kept together per utterance.
+    """The inputs of one split, decoded once: every window of every utterance, kept together.
 
-    Each input is a tensor: uint8 images (N, 3, H, W) or float16 matrices (N, F, T). Matrices of
-    different lengths (features rendered with ``audio.duration: null``) are zero-padded to the
-    longest, and `lengths` keeps each one's frame count. `paths` holds one path per utterance
-    (a single-input set) or a mapping input name -> path (multi-input).
+    Each input is a tensor over windows: uint8 images (W, 3, H, W) or float16 matrices (W, F, T).
+    Matrices of different lengths (features rendered with ``audio.duration: null``) are zero-padded
+    to the longest, and `lengths` keeps each one's frame count. `owner[i]` is the utterance of
+    window i: models score windows, and an utterance's score is the mean over its windows. `paths`
+    holds one path per utterance (a single-input set) or a mapping input name -> path (multi-input).
     """
 
     def __init__(self, paths: Sequence[Path] | Sequence[dict[str, Path]], utterances: Sequence[Utterance],
@@ -41,26 +41,37 @@ class ImageSet:
         self.utterances = list(utterances)
         self.classes = tuple(classes)
         self.labels = torch.tensor([index[u.emotion] for u in utterances], dtype=torch.long)
-        self.inputs, self.lengths = {}, {}
+        self.inputs, self.lengths, counts = {}, {}, {}
         for name in names:
-            self.inputs[name], self.lengths[name] = _decode_all(
+            self.inputs[name], self.lengths[name], counts[name] = _decode_all(
                 [s[name] for s in sources], desc=desc if len(names) == 1 else f"{desc}: {name}", progress=progress)
+        first = counts[names[0]]
+        if any(not torch.equal(c, first) for c in counts.values()):
+            raise DataError(f"the inputs {names} hold different numbers of windows for one recording; render every "
+                            "input with the same audio settings")
+        self.owner = torch.repeat_interleave(torch.arange(len(self.utterances)), first)
+        self.window_labels = self.labels[self.owner]
 
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def batch(self, indices: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-        """Model inputs by name (images scaled to [0, 1]; sequences cut to the batch's longest), their
-        lengths in frames, and the labels."""
+    @property
+    def n_windows(self) -> int:
+        return len(self.owner)
+
+    def batch(self, windows: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """Model inputs of these windows by name (images scaled to [0, 1]; sequences cut to the batch's
+        longest), their lengths in frames, and their labels."""
         inputs, lengths = {}, {}
         for name, stored in self.inputs.items():
-            lengths[name] = self.lengths[name][indices]
-            longest = int(lengths[name].max()) if len(indices) and stored.ndim == 3 else stored.shape[-1]
-            inputs[name] = as_model_input(stored[indices][..., :longest])
-        return inputs, lengths, self.labels[indices]
+            lengths[name] = self.lengths[name][windows]
+            longest = int(lengths[name].max()) if len(windows) and stored.ndim == 3 else stored.shape[-1]
+            inputs[name] = as_model_input(stored[windows][..., :longest])
+        return inputs, lengths, self.window_labels[windows]
 
     def class_counts(self) -> torch.Tensor:
-        return torch.bincount(self.labels, minlength=len(self.classes))
+        """Windows per class: what the training loss sees."""
+        return torch.bincount(self.window_labels, minlength=len(self.classes))
 
 
 def as_model_input(stored: torch.Tensor) -> torch.Tensor:
@@ -68,32 +79,29 @@ def as_model_input(stored: torch.Tensor) -> torch.Tensor:
     return stored.float().div_(255) if stored.dtype == torch.uint8 else stored.float()
 
 
-def _decode(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path)
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
-
-
-def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every window of every file, with each window's length and each file's window count."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} image(s) listed in a manifest are missing, e.g. {missing[0]}; "
                         "rerun `spectro images` to restore them")
     with ThreadPoolExecutor() as pool:  # PNG decoding releases the GIL
-        arrays = list(tqdm(pool.map(_decode, paths), total=len(paths), desc=desc, unit="img",
+        arrays = list(tqdm(pool.map(load_array, paths), total=len(paths), desc=desc, unit="img",
                            disable=not progress, leave=False))
     if not arrays:
-        return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-    lengths = torch.tensor([a.shape[-1] for a in arrays])
-    shapes = {a.shape[:-1] if a.ndim == 2 else a.shape for a in arrays}  # matrices may differ in length only
+        return (torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long),
+                torch.empty(0, dtype=torch.long))
+    counts = torch.tensor([len(a) for a in arrays])
+    lengths = torch.tensor([a.shape[-1] for a in arrays]).repeat_interleave(counts)
+    shapes = {a.shape[1:-1] if a.ndim == 3 else a.shape[1:] for a in arrays}  # matrices may differ in length only
     if len(shapes) > 1:
         raise DataError(f"inputs of different sizes in one split: {sorted(shapes)}")
-    longest = int(lengths.max())
-    stacked = np.zeros((len(arrays), *arrays[0].shape[:-1], longest), dtype=arrays[0].dtype)
-    for i, a in enumerate(arrays):
-        stacked[i, ..., : a.shape[-1]] = a
-    return torch.from_numpy(stacked), lengths
+    stacked = np.zeros((int(counts.sum()), *arrays[0].shape[1:-1], int(lengths.max())), dtype=arrays[0].dtype)
+    row = 0
+    for a in arrays:
+        stacked[row:row + len(a), ..., : a.shape[-1]] = a
+        row += len(a)
+    return torch.from_numpy(stacked), lengths, counts
 
 
 def read_image_trees(dirs: Sequence[str | Path], num_classes: int) -> tuple[list[tuple[Path, Utterance]], FeatureConfig]:

@@ -1,5 +1,8 @@
 """`spectro evaluate`: score a checkpoint on test corpora with its own feature settings.
 
+Recordings are scored as `spectro predict` scores them: every window through the model, and a
+recording's probabilities the mean of its windows'.
+
 Writes ``report.json`` and ``report.md`` (accuracy, UAR, macro-F1, kappa, MCC, per-class scores,
 confusion matrices, bootstrap intervals), ``confusion_<corpus>.png`` and ``predictions_<corpus>.csv``,
 from which every number can be recomputed.
@@ -20,9 +23,9 @@ from .data import SINGLE_INPUT, ImageSet, as_sources, check_disjoint
 from .errors import ConfigError
 from .fileio import atomic_open
 from .images import build_image_dataset, image_relpath, read_augmentation, read_feature_settings, read_image_manifest
+from .inference import predict_proba, resolve_device
 from .manifest import scan_corpora, select_classes
 from .metrics import confusion_figure, detailed_metrics
-from .train import predict_proba, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +85,15 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
 
     best = state.get("best", {})
     history = {h["epoch"]: h for h in state.get("history", [])}
+    audio = next(iter(inputs.values())).audio
     report = {
         "checkpoint": str(checkpoint), "run": state["config"]["run"]["name"], "model": state["model_name"],
         "classes": classes, "feature": ",".join(f.feature for f in inputs.values()),
         "channels": next(iter(inputs.values())).image.channels,
         "train_corpora": state.get("train_corpora", []), "epoch": state["epoch"],
-        "validation": history.get(best.get("epoch"), {}).get("val"), "corpora": {},
+        "validation": history.get(best.get("epoch"), {}).get("val"),
+        "windows": {"duration": audio.duration, "hop": audio.window_hop, "scoring": "mean of window probabilities"},
+        "corpora": {},
     }
     batch_size = 2 * state["config"]["train"]["batch_size"]
     for name, (rows, dropped, skipped) in sets.items():

@@ -1,7 +1,9 @@
 """The image-generation job: a manifest in, an ImageFolder tree of 224x224x3 PNGs out.
 
-Uses every core, resumes (finished images are never redone or touched), writes atomically,
-and records every file it cannot use in ``rejected.csv`` instead of stopping.
+One file per recording holds all of its windows (``spectro.audio.audio_windows``): a PNG stacks
+them top to bottom, a .npy matrix file along its first axis. Uses every core, resumes (finished
+images are never redone or touched), writes atomically, and records every file it cannot use in
+``rejected.csv`` instead of stopping.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import __version__
-from .audio import condition_audio, prepare_audio
+from .audio import audio_windows, prepare_windows
 from .config import FeatureConfig, WaveformAugmentConfig, from_dict, to_dict
 from .corpora import Utterance
 from .errors import DataError
-from .features import feature_array, is_image_feature
+from .features import is_image_feature, window_arrays
 from .fileio import atomic_open, remove_stale_temporaries
 from .manifest import COLUMNS, write_manifest
 from .waveform_augment import augment_waveform, copy_rng
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "features.json"
 MANIFEST_FILE = "manifest.csv"
 REJECTED_FILE = "rejected.csv"
+# 2: one file per recording holding every window. Trees of format 1 held one centre crop of a long
+# recording, which evaluation could not score as prediction does.
+TREE_FORMAT = 2
 
 
 @dataclasses.dataclass
@@ -55,14 +60,26 @@ def image_relpath(utt: Utterance, feature: str = "mel", copy: int = 0) -> str:
     return f"{utt.emotion}/{utt.corpus}__{utt.speaker}__{utt.stem}{f'__aug{copy}' if copy else ''}{suffix}"
 
 
-def save_array(array: np.ndarray, path: Path) -> None:
-    """A channels-first model input as a viewable PNG (images) or a .npy matrix, atomically."""
+def save_array(windows: np.ndarray, path: Path) -> None:
+    """A recording's model inputs, (windows, channels, ...), atomically: images as one viewable PNG
+    with the windows stacked top to bottom, matrices as a .npy file."""
     with atomic_open(path, "wb", durable=False) as handle:
         if path.suffix == ".npy":
-            np.save(handle, array)
+            np.save(handle, windows)
         else:  # fast zlib level with run-length strategy: lossless, ~25% faster and smaller than the default
-            Image.fromarray(array.transpose(1, 2, 0)).save(handle, format="PNG", compress_level=1,
-                                                           compress_type=zlib.Z_RLE)
+            k, c, h, w = windows.shape
+            Image.fromarray(windows.transpose(0, 2, 3, 1).reshape(k * h, w, c)).save(
+                handle, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+
+
+def load_array(path: Path) -> np.ndarray:
+    """What `save_array` wrote, (windows, channels, ...); a PNG's windows are square."""
+    if path.suffix == ".npy":
+        return np.load(path)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    h, w, c = pixels.shape
+    return pixels.reshape(h // w, w, w, c).transpose(0, 3, 1, 2)
 
 
 def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
@@ -70,7 +87,11 @@ def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
     path = Path(image_dir) / SETTINGS_FILE
     if not path.is_file():
         raise DataError(f"{str(image_dir)!r} is not a spectro image tree: {SETTINGS_FILE} is missing")
-    return from_dict(FeatureConfig, json.loads(path.read_text())["features"])
+    saved = json.loads(path.read_text())
+    if saved.get("tree_format", 1) != TREE_FORMAT:
+        raise DataError(f"{str(image_dir)!r} was made by an older spectro (one centre crop per recording, not "
+                        "every window); render it again into a new folder with `spectro images`")
+    return from_dict(FeatureConfig, saved["features"])
 
 
 def read_augmentation(image_dir: str | Path) -> WaveformAugmentConfig | None:
@@ -85,6 +106,7 @@ def _claim_settings(out_dir: Path, config: FeatureConfig, augmentation: Waveform
     path = out_dir / SETTINGS_FILE
     wanted = {"features": to_dict(config), "augmentation": augmentation and to_dict(augmentation)}
     if path.is_file():
+        read_feature_settings(out_dir)  # refuses trees of an older format
         saved = json.loads(path.read_text())
         existing = {"features": to_dict(from_dict(FeatureConfig, saved["features"])),  # fills in newer defaults
                     "augmentation": saved.get("augmentation") and to_dict(from_dict(WaveformAugmentConfig,
@@ -94,7 +116,7 @@ def _claim_settings(out_dir: Path, config: FeatureConfig, augmentation: Waveform
                             f"({_first_difference(existing, wanted)}); choose another --out or remove it")
         return
     with atomic_open(path) as handle:
-        json.dump({**wanted, "spectro_version": __version__}, handle, indent=2)
+        json.dump({**wanted, "tree_format": TREE_FORMAT, "spectro_version": __version__}, handle, indent=2)
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
@@ -123,7 +145,7 @@ def _warm_up(config: FeatureConfig) -> None:
     # Render one short noise burst before forking: the workers then inherit the imported libraries
     # and the cached filter bank and colour map instead of each paying for them (about a second).
     noise = np.random.default_rng(0).standard_normal(config.audio.sample_rate // 10).astype(np.float32)
-    feature_array(condition_audio(noise, config.audio), config)
+    window_arrays(audio_windows(noise, config.audio), config)
 
 
 def _render(task: tuple[int, str, str, int]) -> tuple[int, str | None]:
@@ -135,8 +157,8 @@ def _render(task: tuple[int, str, str, int]) -> tuple[int, str | None]:
             rng = copy_rng(recording, copy, _worker_augmentation.seed)
             augment = lambda y: augment_waveform(y, sr=_worker_config.audio.sample_rate,  # noqa: E731
                                                  config=_worker_augmentation, rng=rng)
-        y = prepare_audio(source, _worker_config.audio, augment=augment)
-        save_array(feature_array(y, _worker_config), Path(target))
+        windows = prepare_windows(source, _worker_config.audio, augment=augment)
+        save_array(window_arrays(windows, _worker_config), Path(target))
         return index, None
     except Exception as error:  # one bad file must never stop the job
         return index, str(error) if isinstance(error, DataError) else f"{type(error).__name__}: {error}"

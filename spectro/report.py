@@ -54,6 +54,11 @@ def render_evaluation(report: dict) -> str:
              f"- model: {report['model']}; features: {report['feature']} ({report['channels']}); "
              f"classes: {', '.join(report['classes'])}",
              f"- trained on: {', '.join(report['train_corpora']) or 'unknown'}"]
+    windows = report.get("windows")
+    if windows:
+        lines.append("- scoring: " + ("each recording whole" if windows["duration"] is None else
+                     f"windows of {windows['duration']:g} s every {windows['hop']:g} s over each recording; "
+                     "its probabilities are the mean of its windows' (as `spectro predict`)"))
     val = report.get("validation")
     if val:
         lines.append(f"- validation (held-out speakers): accuracy {_pct(val['accuracy'])}%, UAR {_pct(val['uar'])}%")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import spec_augment
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, slim_state
 from .config import ExperimentConfig, to_dict
 from .corpora import class_names
 from .data import SINGLE_INPUT, ImageSet, as_sources, batches, check_disjoint, class_weights, read_sources, speaker_split
@@ -32,19 +32,10 @@ from .errors import ConfigError, DataError
 from .fileio import atomic_open
 from .metrics import classification_metrics, confusion_figure
 from .images import read_augmentation
+from .inference import check_lengths, forward, predict_proba, resolve_device
 from .models import create_model, is_estimator
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
-    if not available.get(name):
-        raise ConfigError(f"train.device={name!r} is not available on this machine")
-    return torch.device(name)
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, cosine: bool) -> float:
@@ -55,42 +46,6 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, cosine: bool) -
         return 1.0
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: ImageSet, *, device: torch.device, batch_size: int = 64,
-                  channels_last: bool = False) -> torch.Tensor:
-    """Class probabilities (N, C) for every image of a set, in order."""
-    check_lengths(model, images)
-    model.eval()
-    out = []
-    for index in batches(torch.arange(len(images)), batch_size):
-        inputs, lengths, _ = images.batch(index)
-        inputs = {name: x.to(device, memory_format=torch.channels_last if channels_last and x.ndim == 4
-                             else torch.contiguous_format) for name, x in inputs.items()}
-        out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
-    return torch.cat(out) if out else torch.empty(0, len(images.classes))
-
-
-def check_lengths(model: nn.Module, images: ImageSet) -> None:
-    """Refuse padded inputs of different lengths for a model that cannot mask the padding."""
-    if getattr(model, "takes_lengths", False) or is_estimator(model):
-        return
-    for name, lengths in images.lengths.items():
-        if len(lengths) and lengths.min() != lengths.max():
-            raise ConfigError(f"input {name!r} holds utterances of different lengths, which this model would read "
-                              "with their padding; render it with a fixed audio.duration, or use a sequence model "
-                              "(lstm, bilstm_attention, conv1d)")
-
-
-def forward(model: nn.Module, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Call a multi-input model with the mapping, a single-input model with its one tensor (and its
-    lengths in frames, for sequence models)."""
-    if hasattr(model, "input_names"):
-        return model(inputs)
-    if getattr(model, "takes_lengths", False):
-        return model(inputs[SINGLE_INPUT], lengths[SINGLE_INPUT].to(inputs[SINGLE_INPUT].device))
-    return model(inputs[SINGLE_INPUT])
 
 
 def _seed_for(seed: int, epoch: int, stream: int) -> int:
@@ -205,7 +160,7 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=True)
-        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.train.batch_size)
+        self.steps_per_epoch = math.ceil(self.train_set.n_windows / cfg.train.batch_size)
         self.warmup_steps = int(round(optim.warmup_epochs * self.steps_per_epoch))
         total = cfg.train.epochs * self.steps_per_epoch
         factor = lambda step: lr_factor(step, warmup_steps=self.warmup_steps, total_steps=total,  # noqa: E731
@@ -229,11 +184,12 @@ class Trainer:
         return ",".join(f.feature for f in self.features.values())
 
     def _sample_weights(self, balance: str) -> torch.Tensor:
-        """Per-utterance draw weights for the balanced samplers."""
-        labels = self.train_set.labels
+        """Per-window draw weights for the balanced samplers (a window is one training example)."""
+        labels = self.train_set.window_labels
         if balance != "corpus":
             return class_weights(self.train_set.class_counts())[labels]
-        cells = [(u.corpus, int(y)) for u, y in zip(self.train_set.utterances, labels)]
+        corpora = [self.train_set.utterances[i].corpus for i in self.train_set.owner.tolist()]
+        cells = list(zip(corpora, labels.tolist()))
         sizes = Counter(cells)
         return torch.tensor([1.0 / sizes[cell] for cell in cells])
 
@@ -385,9 +341,9 @@ class Trainer:
         return {**metrics, "loss": acc["loss_sum"] / acc["count"]}
 
     def _draw_order(self, epoch: int) -> torch.Tensor:
-        """This epoch's training utterances in order: weighted draws with replacement for the balanced
-        samplers, otherwise each utterance once; fixed by (seed, epoch), so a resumed epoch replays."""
-        cfg, n = self.config.train, len(self.train_set)
+        """This epoch's training windows in order: weighted draws with replacement for the balanced
+        samplers, otherwise each window once; fixed by (seed, epoch), so a resumed epoch replays."""
+        cfg, n = self.config.train, self.train_set.n_windows
         generator = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, 0))
         if cfg.class_balance in ("sampler", "corpus"):
             return torch.multinomial(self.sample_weights, n, replacement=True, generator=generator)
@@ -400,7 +356,7 @@ class Trainer:
         from sklearn.utils.validation import has_fit_parameter
 
         cfg, model = self.config, self.model
-        X, y = _vectors(self.train_set), self.train_set.labels.numpy()
+        X, y = _vectors(self.train_set), self.train_set.window_labels.numpy()
         weights = None if cfg.train.class_balance == "none" else self.sample_weights.double().numpy()
         if weights is not None and not has_fit_parameter(model.pipeline.named_steps["clf"], "sample_weight"):
             log.warning("%s takes no sample weights: train.class_balance=%s is not applied",
@@ -418,7 +374,7 @@ class Trainer:
             fit_params = {} if weights is None else {"clf__sample_weight": np.r_[weights, np.ones(len(X_val))]}
             search = GridSearchCV(model.pipeline, model.search_space, scoring="balanced_accuracy",
                                   cv=PredefinedSplit(fold), refit=False, n_jobs=-1)
-            search.fit(np.vstack([X, X_val]), np.r_[y, self.val_set.labels.numpy()], **fit_params)
+            search.fit(np.vstack([X, X_val]), np.r_[y, self.val_set.window_labels.numpy()], **fit_params)
             model.pipeline.set_params(**search.best_params_)
             self.search_results = [{"params": p, "val_uar": float(s)} for p, s in
                                    zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])]
@@ -428,14 +384,15 @@ class Trainer:
         except ValueError as error:  # e.g. too few utterances per class for the model's internal folds
             raise DataError(f"{cfg.model.name} cannot be fitted on this training split: {error}") from None
         probs = predict_proba(model, self.train_set, device=self.device)
-        loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), self.train_set.labels).item()
-        return {**classification_metrics(y.tolist(), probs.argmax(1).tolist(), labels=range(len(self.classes))),
+        labels = self.train_set.labels
+        loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+        return {**classification_metrics(labels.tolist(), probs.argmax(1).tolist(), labels=range(len(self.classes))),
                 "loss": loss}
 
     def _group_internal_folds(self) -> None:
         """With augmented copies, keep each recording's copies on one side of a model's internal splits:
         calibration folds are grouped by recording, and the MLP's random early-stopping hold-out is off."""
-        recordings = [u.path for u in self.train_set.utterances]
+        recordings = [self.train_set.utterances[i].path for i in self.train_set.owner.tolist()]
         if len(set(recordings)) == len(recordings):
             return
         from sklearn.model_selection import GroupKFold
@@ -478,8 +435,8 @@ class Trainer:
         writer.flush()
         stop = cfg.early_stopping_patience and self.bad_epochs >= cfg.early_stopping_patience
         self.finished = bool(stop) or step == cfg.epochs
-        if improved:
-            save_checkpoint(self._state(epoch=step, batch=0, partial=None), best_path)
+        if improved:  # inference needs no optimiser or RNG state: best.pt is slim
+            save_checkpoint(slim_state(self._state(epoch=step, batch=0, partial=None)), best_path)
         when = "fitted" if is_estimator(self.model) else f"epoch {step:3d}/{cfg.epochs}"
         print(f"{when}  train loss {train['loss']:.3f} acc {train['accuracy']:.3f} "
               f"uar {train['uar']:.3f} | val loss {val_loss:.3f} acc {val['accuracy']:.3f} uar {val['uar']:.3f} "
@@ -519,7 +476,7 @@ class Trainer:
 
 
 def _vectors(images: ImageSet) -> np.ndarray:
-    """The (utterances, features) matrix a scikit-learn baseline reads: utterance statistics."""
+    """The (windows, features) matrix a scikit-learn baseline reads: utterance statistics."""
     stored = images.inputs[SINGLE_INPUT]
     if stored.ndim != 3 or stored.shape[2] != 1:
         raise ConfigError(f"scikit-learn baselines read one vector per utterance, not inputs of shape "

@@ -3,7 +3,7 @@ import pytest
 import soundfile
 
 from conftest import tone, write_audio
-from spectro.audio import fix_duration, load_audio, peak_normalise, prepare_audio, trim_silence
+from spectro.audio import audio_windows, fix_duration, load_audio, peak_normalise, prepare_windows, to_mono, trim_silence, window_starts
 from spectro.config import AudioConfig
 from spectro.errors import ConfigError, DataError
 
@@ -67,9 +67,53 @@ def test_peak_normalise():
         peak_normalise(tone(), peak=2)
 
 
-def test_prepare_audio_gives_fixed_length_normalised_signal(tmp_path):
+def test_a_long_recording_gives_windows_every_hop_covering_all_of_it(tmp_path):
     path = write_audio(tmp_path / "x.wav", np.concatenate([np.zeros(8000), tone(seconds=5.0, amplitude=0.2)]))
-    y = prepare_audio(path, AudioConfig(duration=3.0))
-    assert y.size == 48000
-    assert np.max(np.abs(y)) == pytest.approx(0.95, rel=1e-3)
-    assert prepare_audio(path, AudioConfig(duration=None, trim=False)).size == 88000
+    windows = prepare_windows(path, AudioConfig(duration=3.0))  # hop: half the duration
+    assert [w.samples.size for w in windows] == [48000] * 3
+    # times are in the file's clock: the leading half second of silence is trimmed, not forgotten;
+    # windows start every 1.5 s, and the last one ends where the speech does
+    assert [w.start for w in windows] == pytest.approx([0.5, 2.0, 2.5], abs=0.02)
+    assert [w.end for w in windows] == pytest.approx([3.5, 5.0, 5.5], abs=0.02)
+    assert max(np.max(np.abs(w.samples)) for w in windows) == pytest.approx(0.95, rel=1e-3)
+    (whole,) = prepare_windows(path, AudioConfig(duration=None, trim=False))
+    assert whole.samples.size == 88000 and (whole.start, whole.end) == (0.0, 5.5)
+    assert len(prepare_windows(path, AudioConfig(duration=3.0, hop=0.5, trim=False))) == 6  # 5.5 s: starts 0-2.5 s
+
+
+def test_a_short_recording_is_one_padded_window_whose_times_cover_only_the_audio():
+    y = np.concatenate([np.zeros(1600), tone(seconds=1.0), np.zeros(1600)])
+    (centred,) = audio_windows(y, AudioConfig(duration=3.0))
+    (first,) = audio_windows(y, AudioConfig(duration=3.0, align="start"))
+    assert centred.samples.size == first.samples.size == 48000
+    speech = np.flatnonzero(centred.samples)
+    assert speech[0] == pytest.approx(16000, abs=300) and speech[-1] == pytest.approx(32000, abs=300)
+    assert np.flatnonzero(first.samples)[0] < 512  # trimming works in 512-sample frames
+    assert centred.start == pytest.approx(0.1, abs=0.035) and centred.end == pytest.approx(1.1, abs=0.035)
+
+
+def test_window_starts_leave_no_sample_out():
+    assert window_starts(100, size=30, step=15) == [0, 15, 30, 45, 60, 70]
+    assert window_starts(30, size=30, step=15) == [0]
+    assert window_starts(12, size=30, step=15) == [0]
+    with pytest.raises(ConfigError, match="step=0"):
+        window_starts(100, size=30, step=0)
+
+
+def test_samples_are_mixed_to_mono_and_checked_like_files():
+    stereo = np.stack([tone(seconds=0.5, sr=8000), np.zeros(4000, np.float32)], axis=1)
+    y = to_mono(stereo, orig_sr=8000, sr=16000)
+    assert y.shape == (8000,) and np.max(np.abs(y)) == pytest.approx(0.25, rel=0.05)
+    with pytest.raises(ConfigError, match="transpose"):
+        to_mono(stereo.T, orig_sr=8000, sr=16000)
+    with pytest.raises(DataError, match="samples: the recording is silent"):
+        to_mono(np.zeros(100), orig_sr=16000, sr=16000, source="samples")
+
+
+def test_hop_must_fit_the_window():
+    from spectro.config import from_dict
+
+    with pytest.raises(ConfigError, match="audio.hop=4"):
+        from_dict(AudioConfig, {"duration": 3.0, "hop": 4})
+    with pytest.raises(ConfigError, match="audio.hop=1"):
+        from_dict(AudioConfig, {"duration": None, "hop": 1})

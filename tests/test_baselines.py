@@ -16,7 +16,7 @@ from spectro.corpora import scan_corpus
 from spectro.data import ImageSet
 from spectro.errors import ConfigError, DataError
 from spectro.features import feature_matrix, frame_descriptors, utterance_statistics
-from spectro.images import build_image_dataset, read_image_manifest
+from spectro.images import load_array, build_image_dataset, read_image_manifest
 from spectro.models import create_model
 from spectro.models.classical import load_pipeline
 from spectro.report import collect_results, comparison_table
@@ -92,7 +92,7 @@ def experiment(tmp_path, train_tree, test_tree, name, **sections) -> ExperimentC
 
 def test_variable_length_inputs_are_padded_with_their_lengths_kept(trees):
     rows = read_image_manifest(trees["frames", "a"])
-    arrays = [np.load(p) for p, _ in rows]
+    arrays = [load_array(p)[0] for p, _ in rows]  # whole utterances: one window each
     assert len({a.shape[1] for a in arrays}) > 1  # whole utterances differ in length
     images = ImageSet([p for p, _ in rows], [u for _, u in rows], ["neutral", "happy", "sad", "angry"], progress=False)
     assert images.lengths["image"].tolist() == [a.shape[1] for a in arrays]
@@ -237,7 +237,7 @@ def test_an_lstm_trains_on_whole_utterances_and_predicts(trees, tmp_path, synth_
     assert state["in_channels"] == 15
     wav = sorted((synth_corpus / "synth-b").rglob("*.wav"))[0]
     assert main(["predict", str(tmp_path / "ck" / "lstm" / "best.pt"), str(wav), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["emotion"] in ("neutral", "happy", "sad", "angry")
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"] in ("neutral", "happy", "sad", "angry")
 
 
 # --------------------------------------------------------------------------- waveform augmentation
@@ -272,7 +272,7 @@ def test_augmented_trees_hold_named_copies_and_are_not_redone(trees, synth_corpu
     originals = read_image_manifest(trees["stats", "a"])
     assert len(rows) == 2 * len(originals)
     assert {p.stem.rsplit("__", 1)[1] for p, _ in rows} == {"aug1", "aug2"}
-    copy1, copy2 = (np.load(p) for p, _ in rows[:2])
+    copy1, copy2 = (load_array(p) for p, _ in rows[:2])
     assert not np.array_equal(copy1, copy2)
     again = build_image_dataset(scan_corpus("synth", synth_corpus / "synth-a").utterances, trees["stats", "aug"],
                                 from_dict(FeatureConfig, {"feature": "stats", "audio": {"duration": None}}),

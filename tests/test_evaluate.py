@@ -7,7 +7,6 @@ import soundfile
 from sklearn.metrics import cohen_kappa_score, matthews_corrcoef
 
 from conftest import write_audio
-from spectro.audio import split_windows
 from spectro.cli import main
 from spectro.config import ExperimentConfig, FeatureConfig, ImageConfig, from_dict
 from spectro.corpora import scan_corpus
@@ -126,22 +125,43 @@ def test_predict_scores_good_files_and_names_broken_ones(trained, tmp_path, caps
     assert set(records) == {"long.wav", "stereo44k.wav", "broken.wav", "empty.wav"}
     assert "cannot decode" in records["broken.wav"]["error"] and "no samples" in records["empty.wav"]["error"]
     good = records["long.wav"]
-    assert good["emotion"] in good["probabilities"] and sum(good["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert good["label"] in good["probabilities"] and sum(good["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     seconds = len(long) / 16000
-    assert len(good["segments"]) > 1
-    # segment times are in the file's clock: they start after leading silence and end before the file does
-    assert 0 < good["segments"][0]["start"] < 0.5 and seconds - 0.5 < good["segments"][-1]["end"] <= seconds
-    assert "emotion" in records["stereo44k.wav"]
+    assert len(good["windows"]) > 1
+    # window times are in the file's clock: they start after leading silence and end before the file does
+    assert 0 < good["windows"][0]["start"] < 0.5 and seconds - 0.5 < good["windows"][-1]["end"] <= seconds
+    assert "label" in records["stereo44k.wav"]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["long.png", "stereo44k.png"]
 
     assert main(["predict", str(checkpoint), str(folder / "long.wav")]) == 0
     assert "long.wav: " in capsys.readouterr().out
 
 
-def test_windows_cover_the_whole_signal():
-    y = np.arange(100, dtype=np.float32)
-    windows = split_windows(y, sr=10, duration=3.0, hop=1.5)
-    assert [s for s, _ in windows] == [0.0, 1.5, 3.0, 4.5, 6.0, 7.0]
-    assert all(w.size == 30 for _, w in windows) and windows[-1][1][-1] == 99
-    (start, only), = split_windows(y[:12], sr=10, duration=3.0, hop=1.5)
-    assert start == 0.0 and only.size == 30 and only[:12].tolist() == y[:12].tolist()
+def test_evaluate_scores_each_file_exactly_as_predict_does(trained, tmp_path, capsys):
+    """Short, exact-length and long recordings: the same windows, features and mean, so the same numbers."""
+    _, checkpoint = trained
+    rng = np.random.default_rng(0)
+    seconds = {"short": 1.5, "exact": 3.0, "long": 7.3}
+    files = {}
+    for i, (name, length) in enumerate(seconds.items()):
+        t = np.arange(int(length * 16000)) / 16000
+        y = (0.3 + 0.2 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * (150 + 60 * i) * t) + 0.02 * rng.normal(size=t.size)
+        files[name] = write_audio(tmp_path / "corpus" / ("happy", "sad", "angry")[i] / "spk1" / f"{name}.wav",
+                                  y.astype(np.float32))
+    evaluate_checkpoint(checkpoint, tmp_path / "eval", corpora=[("folder", str(tmp_path / "corpus"))], workers=1,
+                        n_bootstrap=10, progress=False)
+    with open(tmp_path / "eval" / "predictions_folder.csv", newline="") as handle:
+        evaluated = {row["path"]: row for row in csv.DictReader(handle)}
+
+    capsys.readouterr()
+    assert main(["predict", str(checkpoint), *files.values(), "--json", "--segments", "--batch-size", "2"]) == 0
+    predicted = {r["path"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert [len(predicted[files[n]]["windows"]) for n in seconds] == [1, 1, 4]  # 7.3 s: windows at 0, 1.5, 3 and 4.3 s
+    for name, path in files.items():
+        row, record = evaluated[path], predicted[path]
+        assert row["predicted"] == record["label"]
+        for c, p in record["probabilities"].items():
+            assert float(row[f"p_{c}"]) == pytest.approx(p, abs=1e-5), (name, c)
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["windows"] == {"duration": 3.0, "hop": 1.5, "scoring": "mean of window probabilities"}
+    assert "windows of 3 s every 1.5 s" in (tmp_path / "eval" / "report.md").read_text()

@@ -51,7 +51,7 @@ def test_a_multi_input_model_trains_evaluates_and_predicts(two_inputs, tmp_path,
     wav = sorted((two_inputs / "b").rglob("*.wav"))[0]
     capsys.readouterr()
     assert main(["predict", str(checkpoint), str(wav), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["emotion"] in state["classes"]
+    assert json.loads(capsys.readouterr().out)["label"] in state["classes"]
 
 
 def test_inputs_must_match_the_model(two_inputs, tmp_path):

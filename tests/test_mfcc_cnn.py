@@ -8,7 +8,7 @@ from spectro.cli import main
 from spectro.config import ExperimentConfig, FeatureConfig, from_dict
 from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError
-from spectro.images import build_image_dataset, read_image_manifest
+from spectro.images import load_array, build_image_dataset, read_image_manifest
 from spectro.models import create_model
 from spectro.train import Trainer
 
@@ -24,7 +24,7 @@ def mfcc_tree(synth_corpus, tmp_path_factory):
 def test_mfcc_trees_hold_standardised_float16_matrices(mfcc_tree):
     rows = read_image_manifest(mfcc_tree)
     assert len(rows) == 32 and all(path.suffix == ".npy" for path, _ in rows)
-    matrix = np.load(rows[0][0])
+    (matrix,) = load_array(rows[0][0])  # 3 s recordings: one window
     assert matrix.dtype == np.float16 and matrix.shape == (40, 301)
     np.testing.assert_allclose(matrix.astype(np.float32).mean(axis=1), 0, atol=1e-2)
     np.testing.assert_allclose(matrix.astype(np.float32).std(axis=1), 1, atol=1e-2)
@@ -59,5 +59,5 @@ def test_an_mfcc_cnn_trains_checkpoints_and_predicts(mfcc_tree, tmp_path, synth_
     wav = sorted(synth_corpus.rglob("*.wav"))[0]
     assert main(["predict", str(tmp_path / "ck" / "cnn" / "best.pt"), str(wav), "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert record["emotion"] in ("neutral", "happy", "sad", "angry")
+    assert record["label"] in ("neutral", "happy", "sad", "angry")
     assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)

@@ -34,7 +34,7 @@ def list_features() -> list[str]:
 
 
 def feature_matrix(y: np.ndarray, config) -> np.ndarray:
-    """The matrix of feature `config.feature` for signal `y` (already conditioned by `prepare_audio`)."""
+    """The matrix of feature `config.feature` for one window `y` (from ``spectro.audio.audio_windows``)."""
     return FEATURES.get(config.feature)(y, config)
 
 
@@ -45,10 +45,15 @@ def feature_image(y: np.ndarray, config) -> np.ndarray:
 
 
 def feature_array(y: np.ndarray, config) -> np.ndarray:
-    """What a model reads for `y`, channels first: a uint8 (3, H, W) image, or a float16 matrix."""
+    """What a model reads for one window `y`, channels first: a uint8 (3, H, W) image, or a float16 matrix."""
     if is_image_feature(config.feature):
         return feature_image(y, config).transpose(2, 0, 1)
     return feature_matrix(y, config).astype(np.float16)
+
+
+def window_arrays(windows, config) -> np.ndarray:
+    """`feature_array` of each window (``spectro.audio.Window``), stacked: (windows, ...)."""
+    return np.stack([feature_array(w.samples, config) for w in windows])
 
 
 def _analysis(config) -> dict:
@@ -115,6 +120,6 @@ def statistics_feature(y: np.ndarray, config) -> np.ndarray:
 
 
 __all__ = [
-    "CHANNEL_MAPPINGS", "feature_array", "frame_descriptors", "utterance_statistics", "feature_image", "is_image_feature", "feature_matrix", "list_features", "log_mel_spectrogram", "modified_group_delay",
+    "CHANNEL_MAPPINGS", "feature_array", "window_arrays", "frame_descriptors", "utterance_statistics", "feature_image", "is_image_feature", "feature_matrix", "list_features", "log_mel_spectrogram", "modified_group_delay",
     "mel_feature", "mfcc", "mfcc_matrix", "register_feature", "to_image",
 ]

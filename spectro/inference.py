@@ -1,0 +1,219 @@
+"""Inference: the device, the forward call, window probabilities, and `Predictor`, the public API.
+
+Training (validation), evaluation and prediction all score through these functions: a model
+scores windows, and a recording's probabilities are the mean of its windows' probabilities.
+Nothing here imports the trainer, TensorBoard, matplotlib or scikit-learn, so predicting starts fast.
+
+    >>> from spectro import Predictor
+    >>> predictor = Predictor.load("checkpoints/demo/best.pt")
+    >>> prediction = predictor.predict(samples, sample_rate)   # samples: (n,) or (n, channels)
+    >>> prediction.label, prediction.probabilities, prediction.windows
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .audio import Window, audio_windows, prepare_windows, to_mono
+from .config import FeatureConfig, from_dict
+from .data import SINGLE_INPUT, as_model_input, batches
+from .errors import ConfigError, SpectroError
+from .features import feature_array
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available.get(name):
+        raise ConfigError(f"device={name!r} is not available on this machine; choose one of "
+                          f"{['auto', *(d for d, ok in available.items() if ok)]}")
+    return torch.device(name)
+
+
+def forward(model: nn.Module, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Call a multi-input model with the mapping, a single-input model with its one tensor (and its
+    lengths in frames, for sequence models)."""
+    if hasattr(model, "input_names"):
+        return model(inputs)
+    if getattr(model, "takes_lengths", False):
+        return model(inputs[SINGLE_INPUT], lengths[SINGLE_INPUT].to(inputs[SINGLE_INPUT].device))
+    return model(inputs[SINGLE_INPUT])
+
+
+def check_lengths(model: nn.Module, images) -> None:
+    """Refuse padded inputs of different lengths for a model that cannot mask the padding."""
+    if getattr(model, "takes_lengths", False) or getattr(model, "is_estimator", False):
+        return
+    for name, lengths in images.lengths.items():
+        if len(lengths) and lengths.min() != lengths.max():
+            raise ConfigError(f"input {name!r} holds utterances of different lengths, which this model would read "
+                              "with their padding; render it with a fixed audio.duration, or use a sequence model "
+                              "(lstm, bilstm_attention, conv1d)")
+
+
+@torch.no_grad()
+def window_probabilities(model: nn.Module, images, *, device: torch.device, batch_size: int = 64,
+                         channels_last: bool = False) -> torch.Tensor:
+    """Class probabilities (W, C) of every window of an ``ImageSet``, in order, `batch_size` at a time."""
+    check_lengths(model, images)
+    model.eval()
+    out = []
+    for index in batches(torch.arange(images.n_windows), batch_size):
+        inputs, lengths, _ = images.batch(index)
+        inputs = {name: x.to(device, memory_format=torch.channels_last if channels_last and x.ndim == 4
+                             else torch.contiguous_format) for name, x in inputs.items()}
+        out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
+    return torch.cat(out) if out else torch.empty(0, len(images.classes))
+
+
+def utterance_means(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean of the rows of `values` (W, C) per utterance: ``owner[i]`` is the utterance of row i."""
+    sums = torch.zeros(n, values.shape[1], dtype=values.dtype).index_add_(0, owner, values)
+    return sums / torch.bincount(owner, minlength=n).clamp_min(1)[:, None].to(values.dtype)
+
+
+def predict_proba(model: nn.Module, images, *, device: torch.device, batch_size: int = 64,
+                  channels_last: bool = False) -> torch.Tensor:
+    """Class probabilities (N, C) of every utterance of an ``ImageSet``: the mean over its windows."""
+    windows = window_probabilities(model, images, device=device, batch_size=batch_size, channels_last=channels_last)
+    return utterance_means(windows, images.owner, len(images))
+
+
+@dataclasses.dataclass
+class WindowPrediction:
+    start: float  # seconds in the recording's own clock
+    end: float
+    label: str
+    probabilities: dict[str, float]
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One recording's result: the label, the class probabilities (the mean over its windows) and
+    each window's own result; or, for an unreadable file, `error`."""
+
+    path: str | None
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    windows: list[WindowPrediction] | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class _Pending:
+    """A recording whose windows are still being scored."""
+
+    path: str | None
+    windows: list[Window]
+    probabilities: np.ndarray
+    scored: int = 0
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or self.scored == len(self.windows)
+
+
+class Predictor:
+    """A trained model ready for new audio: loaded once, on one device, scoring windows in batches.
+
+    Recordings go through the same path as training images (``spectro.audio.audio_windows``, then
+    the checkpoint's feature settings), so predictions match what `spectro evaluate` reports.
+    Memory stays bounded: at most `batch_size` windows are turned into features at a time, however
+    long the recording.
+    """
+
+    def __init__(self, model: nn.Module, checkpoint: dict, *, device: torch.device, batch_size: int = 32):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be a positive integer")
+        self.model = model.eval()
+        self.checkpoint = checkpoint
+        self.device = device
+        self.batch_size = batch_size
+        self.classes = tuple(checkpoint["classes"])
+        self.inputs = {name: from_dict(FeatureConfig, f) for name, f in checkpoint["inputs"].items()}
+        self.audio = next(iter(self.inputs.values())).audio  # training checked that every input conditions alike
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 32) -> "Predictor":
+        """Read a checkpoint (full, or slim from `spectro export`) onto `device` (auto: CUDA, MPS, CPU)."""
+        from .checkpoint import load_trained_model
+
+        torch_device = resolve_device(device)
+        model, state = load_trained_model(path, device=torch_device)
+        return cls(model, state, device=torch_device, batch_size=batch_size)
+
+    def predict(self, samples, sample_rate: int) -> Prediction:
+        """Score one recording given as samples, shape (n,) or (n, channels), at any sample rate.
+
+        Raises ``spectro.errors.DataError`` for empty, silent or non-finite audio.
+        """
+        windows = audio_windows(to_mono(samples, orig_sr=sample_rate, sr=self.audio.sample_rate, source="samples"),
+                                self.audio)
+        return next(self._score([(None, lambda: windows)]))
+
+    def predict_files(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
+        """Yield one Prediction per file, in order; windows of several files share batches.
+
+        A file that cannot be read or used gets `error`, and the others go on.
+        """
+        return self._score((str(p), lambda p=p: prepare_windows(p, self.audio)) for p in paths)
+
+    def _score(self, sources: Iterable[tuple[str | None, Callable[[], list[Window]]]]) -> Iterator[Prediction]:
+        waiting: collections.deque[_Pending] = collections.deque()  # in input order
+        batch: list[tuple[_Pending, int, dict[str, np.ndarray]]] = []
+        for path, load in sources:
+            try:
+                pending = _Pending(path, load(), np.empty(0))
+            except SpectroError as error:
+                pending = _Pending(path, [], np.empty(0), error=str(error))
+            pending.probabilities = np.empty((len(pending.windows), len(self.classes)), dtype=np.float32)
+            waiting.append(pending)
+            for index, window in enumerate(pending.windows):
+                arrays = {name: feature_array(window.samples, features) for name, features in self.inputs.items()}
+                if batch and any(a.shape != batch[0][2][n].shape for n, a in arrays.items()):
+                    self._run(batch)  # never pad: a window scores the same alone or in any batch
+                    batch = []
+                batch.append((pending, index, arrays))
+                if len(batch) == self.batch_size:
+                    self._run(batch)
+                    batch = []
+                    yield from _finished(waiting, self.classes)
+            yield from _finished(waiting, self.classes)
+        self._run(batch)
+        yield from _finished(waiting, self.classes)
+
+    @torch.no_grad()
+    def _run(self, batch: list[tuple[_Pending, int, dict[str, np.ndarray]]]) -> None:
+        if not batch:
+            return
+        inputs = {name: as_model_input(torch.from_numpy(np.stack([arrays[name] for _, _, arrays in batch]))).to(self.device)
+                  for name in self.inputs}
+        lengths = {name: torch.full((len(batch),), x.shape[-1]) for name, x in inputs.items()}
+        probabilities = torch.softmax(forward(self.model, inputs, lengths).float(), dim=1).cpu().numpy()
+        for (pending, index, _), p in zip(batch, probabilities):
+            pending.probabilities[index] = p
+            pending.scored += 1
+
+
+def _finished(waiting: collections.deque, classes: tuple[str, ...]) -> Iterator[Prediction]:
+    """Predictions of the leading recordings whose windows are all scored, in input order."""
+    while waiting and waiting[0].done:
+        pending = waiting.popleft()
+        if pending.error is not None:
+            yield Prediction(pending.path, error=pending.error)
+            continue
+        as_dict = lambda p: {c: float(v) for c, v in zip(classes, p)}  # noqa: E731
+        mean = pending.probabilities.mean(axis=0)
+        yield Prediction(pending.path, label=classes[int(mean.argmax())], probabilities=as_dict(mean), windows=[
+            WindowPrediction(w.start, w.end, classes[int(p.argmax())], as_dict(p))
+            for w, p in zip(pending.windows, pending.probabilities)])
