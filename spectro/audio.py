@@ -38,7 +38,7 @@ def load_audio(path, *, sr: int = 16000) -> np.ndarray:
     if not os.path.isfile(path):
         raise DataError(f"cannot read {path}: no such file")
     try:
-        data, native_sr = soundfile.read(path, dtype="float32", always_2d=True)
+        data, native_sr = soundfile.read(path, dtype="float32")
     except soundfile.LibsndfileError as sf_error:
         data, native_sr = _load_with_librosa(path, sf_error)
     return to_mono(data, orig_sr=native_sr, sr=sr, source=str(path))
@@ -94,11 +94,30 @@ def _load_with_librosa(path, sf_error: Exception) -> tuple[np.ndarray, int]:
 
 
 def silence_bounds(y: np.ndarray, *, top_db: float = 30.0) -> tuple[int, int]:
-    """Sample range left after cutting leading and trailing frames quieter than `top_db` below the peak."""
-    import librosa
+    """Sample range left after cutting leading and trailing frames quieter than `top_db` below the loudest.
 
-    _, (start, end) = librosa.effects.trim(y, top_db=top_db, frame_length=512, hop_length=128)
-    return (int(start), int(end)) if end > start else (0, y.size)
+    The rule of ``librosa.effects.trim`` (RMS of centred 512-sample frames every 128 samples), computed
+    from running block energies: memory stays small however long the recording (librosa would
+    hold every frame, 10x the signal).
+    """
+    hop, blocks_per_frame = 128, 4
+    n_blocks = -(-y.size // hop)
+    energy = np.zeros(n_blocks + blocks_per_frame)  # two empty blocks of centre padding on each side
+    step = hop * 8192
+    for start in range(0, y.size, step):
+        block = y[start:start + step].astype(np.float64)
+        block = np.pad(block, (0, -block.size % hop)).reshape(-1, hop)
+        first = 2 + start // hop
+        energy[first:first + len(block)] = np.einsum("ij,ij->i", block, block)
+    running = np.concatenate([[0.0], np.cumsum(energy)])
+    frames = 1 + y.size // hop
+    rms = np.sqrt(np.maximum(running[blocks_per_frame:blocks_per_frame + frames] - running[:frames], 0) / (hop * blocks_per_frame))
+    db = 20 * np.log10(np.maximum(rms, 1e-5) / max(rms.max(), 1e-5))
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return 0, y.size
+    start, end = int(loud[0]) * hop, min(y.size, (int(loud[-1]) + 1) * hop)
+    return (start, end) if end > start else (0, y.size)
 
 
 def trim_silence(y: np.ndarray, *, top_db: float = 30.0) -> np.ndarray:

@@ -174,16 +174,67 @@ def cmd_predict(args) -> int:
         elif prediction.error:
             print(f"{prediction.path}: error: {prediction.error}", flush=True)
         else:
-            probs = "  ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
-            print(f"{prediction.path}: {prediction.label}  ({probs})", flush=True)
-            if args.segments:
-                for w in prediction.windows:
-                    print(f"  {w.start:7.2f}-{w.end:7.2f} s  {w.label} {w.probabilities[w.label]:.3f}", flush=True)
+            _print_prediction(prediction, windows=args.segments)
         if args.plot and prediction.error is None:
-            plot_probabilities(prediction, args.plot)
+            plot_probabilities(prediction, args.plot / f"{Path(prediction.path).stem}.png")
     if failed:
         print(f"{failed} of {len(paths)} file(s) could not be scored", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _print_prediction(prediction, *, windows: bool) -> None:
+    probs = "  ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
+    print(f"{prediction.path or 'recording'}: {prediction.label}  ({probs})", flush=True)
+    for w in prediction.windows if windows else []:
+        print(f"  {w.start:7.2f}-{w.end:7.2f} s  {w.label} {w.probabilities[w.label]:.3f}", flush=True)
+
+
+def cmd_listen(args) -> int:
+    from . import listen
+    from .inference import Predictor
+
+    if args.list_inputs:
+        print("\n".join(listen.input_devices()) or "no audio input devices")
+        return 0
+    if args.checkpoint is None:
+        raise ConfigError("spectro listen needs a CHECKPOINT (or --list-inputs)")
+    predictor = Predictor.load(args.checkpoint, device=args.device)
+    window = predictor.audio.duration or 3.0
+    with listen.Microphone(args.input) as source, listen.optional_recorder(args.save, source.sample_rate) as recorder:
+        if args.seconds:
+            print(f"recording {args.seconds:g} s ...", file=sys.stderr, flush=True)
+            prediction = predictor.predict(listen.record(source, seconds=args.seconds, recorder=recorder),
+                                           source.sample_rate)
+            _print_prediction(prediction, windows=True)
+            if args.plot:
+                from .predict import plot_probabilities
+
+                plot_probabilities(prediction, args.plot)
+        else:
+            print(f"listening: the last {window:g} s every {args.hop:g} s; Ctrl-C stops", file=sys.stderr, flush=True)
+            _listen_rolling(predictor, source, recorder, args, window)
+    if args.save:
+        print(f"audio saved to {args.save}")
+    return 0
+
+
+def _listen_rolling(predictor, source, recorder, args, window: float) -> None:
+    from . import listen
+
+    readings = []
+    try:
+        for reading in listen.rolling(predictor, source, hop=args.hop, window=window, gate_db=args.gate_db,
+                                      recorder=recorder):
+            readings.append(reading)
+            p = reading.prediction
+            print(f"{reading.time:8.1f} s  " + (f"{p.label:<9} {p.probabilities[p.label]:.2f}" if p else
+                                                 f"(quiet, {reading.level_db:.0f} dBFS)"), flush=True)
+            if args.plot:
+                listen.plot_readings(readings, predictor.classes, args.plot)
+    except KeyboardInterrupt:
+        pass
+    if args.plot and readings:
+        listen.plot_readings(readings, predictor.classes, args.plot)
 
 
 def _prediction_record(prediction, *, windows: bool) -> dict:
@@ -198,6 +249,14 @@ def _prediction_record(prediction, *, windows: bool) -> dict:
         record["windows"] = [{"start": round(w.start, 3), "end": round(w.end, 3), "label": w.label,
                               "probabilities": rounded(w.probabilities)} for w in prediction.windows]
     return record
+
+
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, format=args.format)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {args.format})")
+    return 0
 
 
 def cmd_synth(args) -> int:
@@ -278,8 +337,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", action="store_true", help="also each window's result (times in the file's clock)")
     p.add_argument("--plot", type=Path, metavar="DIR", help="save a probability bar chart per file")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--batch-size", type=int, default=32, help="windows scored at once (default: 32)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="windows scored at once; larger is faster on a GPU, smaller needs less memory (default: 8)")
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("export", help="a checkpoint as a slim checkpoint, an ONNX graph or a TorchScript module")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt")
+    p.add_argument("--format", required=True, choices=["slim", "onnx", "torchscript"],
+                   help="slim: weights and feature settings only (predict, evaluate and Predictor read it); "
+                        "onnx, torchscript: a graph from feature arrays to class probabilities per window")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("listen", help="live emotion from a microphone (needs the listen extra: sounddevice)")
+    p.add_argument("checkpoint", type=Path, nargs="?", metavar="CHECKPOINT.pt")
+    p.add_argument("--hop", type=float, default=0.5, help="seconds between readings of the rolling window (default: 0.5)")
+    p.add_argument("--seconds", type=float, metavar="N", help="record N seconds, then score the recording once")
+    p.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="keep a confidence chart: refreshed every hop while listening, final at the end")
+    p.add_argument("--save", type=Path, metavar="FILE.wav", help="keep the audio heard")
+    p.add_argument("--gate-db", type=float, default=-45.0,
+                   help="windows quieter than this RMS level (dBFS) are reported as quiet, not scored (default: -45)")
+    p.add_argument("--input", metavar="DEVICE", help="audio input device, by index or name (default: the system's)")
+    p.add_argument("--list-inputs", action="store_true", help="list the audio input devices and exit")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the model runs (default: auto)")
+    p.set_defaults(handler=cmd_listen)
 
     p = sub.add_parser("synth", help="write the built-in synthetic emotional-speech corpus")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
@@ -297,8 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # spectro's own messages at INFO (DEBUG with -v); other libraries' only when they warn
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.handler(args)
     except SpectroError as error:

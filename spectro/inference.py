@@ -132,7 +132,7 @@ class Predictor:
     long the recording.
     """
 
-    def __init__(self, model: nn.Module, checkpoint: dict, *, device: torch.device, batch_size: int = 32):
+    def __init__(self, model: nn.Module, checkpoint: dict, *, device: torch.device, batch_size: int = 8):
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be a positive integer")
         self.model = model.eval()
@@ -144,7 +144,7 @@ class Predictor:
         self.audio = next(iter(self.inputs.values())).audio  # training checked that every input conditions alike
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 32) -> "Predictor":
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 8) -> "Predictor":
         """Read a checkpoint (full, or slim from `spectro export`) onto `device` (auto: CUDA, MPS, CPU)."""
         from .checkpoint import load_trained_model
 

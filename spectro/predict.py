@@ -21,8 +21,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def plot_probabilities(prediction: Prediction, out_dir: Path) -> Path:
-    """A bar chart of one file's class probabilities, saved as ``out_dir/<stem>.png``."""
+def plot_probabilities(prediction: Prediction, path: Path) -> Path:
+    """A bar chart of one recording's class probabilities, saved as the PNG `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,16 +30,15 @@ def plot_probabilities(prediction: Prediction, out_dir: Path) -> Path:
 
     if prediction.probabilities is None:
         raise DataError(f"{prediction.path} has no prediction to plot")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     names, values = zip(*prediction.probabilities.items())
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(names), 3))
     bars = ax.bar(names, values, color=["tab:orange" if n == prediction.label else "tab:blue" for n in names])
     ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
-    ax.set_title(Path(prediction.path).name, fontsize=9)
+    ax.set_title(Path(prediction.path).name if prediction.path else "recording", fontsize=9)
     fig.tight_layout()
-    target = out_dir / f"{Path(prediction.path).stem}.png"
-    fig.savefig(target, dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return target
+    return path

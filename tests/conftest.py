@@ -26,3 +26,29 @@ def synth_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     generate_corpus(root, speakers_per_language=2, utterances_per_emotion=2, seed=3)
     return root
+
+
+SMALL_IMAGES = {"image": {"size": 32}}  # feature settings of the tiny models: quick to render and to train
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny model trained on language synth-a, and a synth-b corpus it has never heard."""
+    from spectro.config import ExperimentConfig, FeatureConfig, from_dict
+    from spectro.corpora import scan_corpus
+    from spectro.images import build_image_dataset
+    from spectro.synth import generate_corpus
+    from spectro.train import Trainer
+
+    root = tmp_path_factory.mktemp("evaluate")
+    generate_corpus(root / "a", languages=("synth-a",), speakers_per_language=2, utterances_per_emotion=3, seed=5)
+    generate_corpus(root / "b", languages=("synth-b",), speakers_per_language=2, utterances_per_emotion=3, seed=5)
+    build_image_dataset(scan_corpus("synth", root / "a").utterances, root / "tree_a", from_dict(FeatureConfig, SMALL_IMAGES),
+                        workers=1, progress=False)
+    config = from_dict(ExperimentConfig, {
+        "data": {"train": [str(root / "tree_a")], "classes": 4, "val_speakers": ["synth-a02m"]},
+        "model": {"name": "tiny_efficientnet", "pretrained": False},
+        "train": {"epochs": 2, "batch_size": 8},
+        "run": {"name": "tiny", "checkpoint_dir": str(root / "checkpoints"), "log_dir": str(root / "runs")}})
+    Trainer(config, progress=False).fit()
+    return root, root / "checkpoints" / "tiny" / "best.pt"

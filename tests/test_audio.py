@@ -117,3 +117,16 @@ def test_hop_must_fit_the_window():
         from_dict(AudioConfig, {"duration": 3.0, "hop": 4})
     with pytest.raises(ConfigError, match="audio.hop=1"):
         from_dict(AudioConfig, {"duration": None, "hop": 1})
+
+
+@pytest.mark.parametrize("n, quiet", [(1, 0), (129, 0), (1000, 333), (5000, 1600), (48000, 9000)])
+def test_silence_bounds_follow_librosa_trim(n, quiet):
+    import librosa
+
+    from spectro.audio import silence_bounds
+
+    rng = np.random.default_rng(n)
+    y = (rng.normal(size=n) * np.r_[np.full(quiet, 1e-3), np.ones(n - quiet - quiet // 2), np.full(quiet // 2, 1e-3)])
+    y = y.astype(np.float32)
+    _, expected = librosa.effects.trim(y, top_db=30, frame_length=512, hop_length=128)
+    assert silence_bounds(y, top_db=30) == tuple(int(i) for i in expected)

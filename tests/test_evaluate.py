@@ -8,31 +8,11 @@ from sklearn.metrics import cohen_kappa_score, matthews_corrcoef
 
 from conftest import write_audio
 from spectro.cli import main
-from spectro.config import ExperimentConfig, FeatureConfig, ImageConfig, from_dict
+from spectro.config import FeatureConfig, ImageConfig
 from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError
 from spectro.evaluate import evaluate_checkpoint
 from spectro.images import build_image_dataset
-from spectro.synth import generate_corpus
-from spectro.train import Trainer
-
-SMALL = FeatureConfig(image=ImageConfig(size=32))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model trained on language synth-a, and a synth-b corpus it has never heard."""
-    root = tmp_path_factory.mktemp("evaluate")
-    generate_corpus(root / "a", languages=("synth-a",), speakers_per_language=2, utterances_per_emotion=3, seed=5)
-    generate_corpus(root / "b", languages=("synth-b",), speakers_per_language=2, utterances_per_emotion=3, seed=5)
-    build_image_dataset(scan_corpus("synth", root / "a").utterances, root / "tree_a", SMALL, workers=1, progress=False)
-    config = from_dict(ExperimentConfig, {
-        "data": {"train": [str(root / "tree_a")], "classes": 4, "val_speakers": ["synth-a02m"]},
-        "model": {"name": "tiny_efficientnet", "pretrained": False},
-        "train": {"epochs": 2, "batch_size": 8},
-        "run": {"name": "tiny", "checkpoint_dir": str(root / "checkpoints"), "log_dir": str(root / "runs")}})
-    Trainer(config, progress=False).fit()
-    return root, root / "checkpoints" / "tiny" / "best.pt"
 
 
 def test_report_numbers_equal_an_independent_computation_from_the_predictions(trained, tmp_path):
