@@ -26,14 +26,16 @@ import torch
 
 @torch.no_grad()
 def embed(model, image_set, batch_size: int = 64) -> np.ndarray:
-    """Pooled penultimate features of every image."""
+    """Pooled penultimate features of every recording: the mean over its windows."""
+    from spectro.inference import utterance_means
+
     model.eval()
     out = []
-    for start in range(0, len(image_set), batch_size):
-        inputs, _, _ = image_set.batch(torch.arange(start, min(start + batch_size, len(image_set))))
+    for start in range(0, image_set.n_windows, batch_size):
+        inputs, _, _ = image_set.batch(torch.arange(start, min(start + batch_size, image_set.n_windows)))
         x = inputs["image"]
         out.append(model.net.forward_head(model.net.forward_features((x - model.mean) / model.std), pre_logits=True))
-    return torch.cat(out).numpy()
+    return utterance_means(torch.cat(out), image_set.owner, len(image_set)).numpy()
 
 
 def main() -> int:

@@ -73,9 +73,9 @@ def to_mono(samples, *, orig_sr: int, sr: int, source: str = "the signal") -> np
     if not np.any(y):
         raise DataError(f"cannot use {source}: the recording is silent (all samples are zero)")
     if orig_sr != sr:
-        import librosa
+        import soxr  # what librosa.resample(res_type="soxr_hq") calls, without importing librosa
 
-        y = librosa.resample(y, orig_sr=orig_sr, target_sr=sr, res_type="soxr_hq")
+        y = soxr.resample(y, orig_sr, sr, quality="HQ")
     return np.ascontiguousarray(y, dtype=np.float32)
 
 

@@ -46,15 +46,17 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     return state
 
 
-def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu"):
-    """The model of a checkpoint, ready for inference, with the checkpoint itself.
-
-    Weights come from the checkpoint alone (no ImageNet download); class names and feature
-    settings travel with it, so predictions use exactly what training used.
-    """
+def build_model(state: dict, *, device: str | torch.device = "cpu"):
+    """The model of a loaded checkpoint, ready for inference. Weights come from the checkpoint alone
+    (no ImageNet download); class names and feature settings travel with it."""
     from .models import create_model
 
-    state = load_checkpoint(path, map_location=device)
     model = create_model(state["model_name"], len(state["classes"]), pretrained=False, in_channels=state.get("in_channels"))
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), state
+    return model.to(device).eval()
+
+
+def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu"):
+    """The model of a checkpoint file, ready for inference, with the checkpoint itself."""
+    state = load_checkpoint(path, map_location=device)
+    return build_model(state, device=device), state

@@ -165,7 +165,7 @@ def cmd_predict(args) -> int:
     paths = expand_inputs(args.inputs)
     if not paths:
         raise SpectroError(f"no audio files in {args.inputs}")
-    predictor = Predictor.load(args.checkpoint, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor.load(args.checkpoint, device=args.device, batch_size=args.batch_size, cache=not args.no_cache)
     failed = 0
     for prediction in predictor.predict_files(paths):
         failed += prediction.error is not None
@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--batch-size", type=int, default=8,
                    help="windows scored at once; larger is faster on a GPU, smaller needs less memory (default: 8)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="build the model from the checkpoint instead of reading its cached traced copy")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("export", help="a checkpoint as a slim checkpoint, an ONNX graph or a TorchScript module")

@@ -88,6 +88,20 @@ def predict_proba(model: nn.Module, images, *, device: torch.device, batch_size:
     return utterance_means(windows, images.owner, len(images))
 
 
+class ProbabilityGraph(nn.Module):
+    """A trained model as a function of its inputs' tensors (positional, in checkpoint order) that
+    returns class probabilities: the form Predictor runs, and the one `spectro export` traces."""
+
+    def __init__(self, model: nn.Module, input_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        lengths = {name: torch.full((x.shape[0],), x.shape[-1]) for name, x in zip(self.input_names, inputs)}
+        return torch.softmax(forward(self.model, dict(zip(self.input_names, inputs)), lengths).float(), dim=1)
+
+
 @dataclasses.dataclass
 class WindowPrediction:
     start: float  # seconds in the recording's own clock
@@ -132,10 +146,12 @@ class Predictor:
     long the recording.
     """
 
-    def __init__(self, model: nn.Module, checkpoint: dict, *, device: torch.device, batch_size: int = 8):
+    def __init__(self, graph: nn.Module, checkpoint: dict, *, device: torch.device, batch_size: int = 8):
+        """`graph` maps the inputs' tensors to probabilities: ``ProbabilityGraph(model, input_names)``, or
+        its traced copy. `Predictor.load` builds both from a checkpoint file."""
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be a positive integer")
-        self.model = model.eval()
+        self.graph = graph.eval()
         self.checkpoint = checkpoint
         self.device = device
         self.batch_size = batch_size
@@ -144,13 +160,26 @@ class Predictor:
         self.audio = next(iter(self.inputs.values())).audio  # training checked that every input conditions alike
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 8) -> "Predictor":
-        """Read a checkpoint (full, or slim from `spectro export`) onto `device` (auto: CUDA, MPS, CPU)."""
-        from .checkpoint import load_trained_model
+    def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 8,
+             cache: bool = True) -> "Predictor":
+        """Read a checkpoint (full, or slim from `spectro export`) onto `device` (auto: CUDA, MPS, CPU).
+
+        On the CPU, with `cache`, the model is kept as a traced copy under ``spectro.graph.cache_dir()``
+        the first time, and later loads start from that copy without building the model (seconds faster).
+        """
+        from . import graph as traced
+        from .checkpoint import build_model, load_checkpoint
 
         torch_device = resolve_device(device)
-        model, state = load_trained_model(path, device=torch_device)
-        return cls(model, state, device=torch_device, batch_size=batch_size)
+        state = load_checkpoint(path, map_location=torch_device)
+        copy, where = traced.cached_graph(path) if cache and torch_device.type == "cpu" else (None, None)
+        if copy is not None:
+            return cls(copy, state, device=torch_device, batch_size=batch_size)
+        model = build_model(state, device=torch_device)
+        graph = ProbabilityGraph(model, list(state["inputs"]))
+        if where is not None and not (getattr(model, "is_estimator", False) or getattr(model, "takes_lengths", False)):
+            traced.store_graph(graph, {n: from_dict(FeatureConfig, f) for n, f in state["inputs"].items()}, where)
+        return cls(graph, state, device=torch_device, batch_size=batch_size)
 
     def predict(self, samples, sample_rate: int) -> Prediction:
         """Score one recording given as samples, shape (n,) or (n, channels), at any sample rate.
@@ -196,10 +225,9 @@ class Predictor:
     def _run(self, batch: list[tuple[_Pending, int, dict[str, np.ndarray]]]) -> None:
         if not batch:
             return
-        inputs = {name: as_model_input(torch.from_numpy(np.stack([arrays[name] for _, _, arrays in batch]))).to(self.device)
-                  for name in self.inputs}
-        lengths = {name: torch.full((len(batch),), x.shape[-1]) for name, x in inputs.items()}
-        probabilities = torch.softmax(forward(self.model, inputs, lengths).float(), dim=1).cpu().numpy()
+        inputs = [as_model_input(torch.from_numpy(np.stack([arrays[name] for _, _, arrays in batch]))).to(self.device)
+                  for name in self.inputs]
+        probabilities = self.graph(*inputs).cpu().numpy()
         for (pending, index, _), p in zip(batch, probabilities):
             pending.probabilities[index] = p
             pending.scored += 1

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import soundfile
+
+# Traced model copies (spectro.graph) go to a scratch folder, never the user's cache; subprocesses inherit it.
+os.environ["SPECTRO_CACHE_DIR"] = tempfile.mkdtemp(prefix="spectro-test-cache-")
 
 
 def tone(freq: float = 440.0, *, seconds: float = 1.0, sr: int = 16000, amplitude: float = 0.5) -> np.ndarray:

@@ -32,6 +32,33 @@ def test_mfcc_matches_librosa_computed_independently():
     assert mfcc_matrix(y, FeatureConfig()).shape == (40, 1 + y.size // 160)
 
 
+def test_spectrogram_pieces_match_librosa():
+    """The numpy/scipy.fft spectrogram (kept off librosa for start-up time) gives librosa's numbers."""
+    from spectro.features.image import delta
+    from spectro.features.mel import mel_filterbank, power_spectrogram, power_to_db
+
+    rng = np.random.default_rng(0)
+    y = (tone(220, seconds=1.3) + 0.05 * rng.normal(size=20800)).astype(np.float32)
+    for n_fft, hop, win in ((1024, 160, 400), (512, 128, None), (400, 100, 399)):
+        expected = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=win, window="hann", center=True,
+                                       pad_mode="constant")) ** 2
+        np.testing.assert_allclose(power_spectrogram(y=y, n_fft=n_fft, hop_length=hop, win_length=win), expected,
+                                   rtol=1e-4, atol=1e-6 * expected.max())
+    for sr, n_fft, n_mels, fmin, fmax in ((16000, 1024, 128, 20.0, None), (22050, 2048, 40, 0.0, 8000.0)):
+        np.testing.assert_allclose(mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax),
+                                   librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax), atol=1e-7)
+    S = rng.gamma(0.5, size=(64, 90)) ** 4
+    np.testing.assert_allclose(power_to_db(S, top_db=60), librosa.power_to_db(S, ref=np.max, top_db=60), atol=1e-4)
+    reference = librosa.power_to_db(librosa.feature.melspectrogram(
+        y=y, sr=16000, n_fft=1024, hop_length=160, win_length=400, n_mels=128, fmin=20.0, center=True,
+        pad_mode="constant"), ref=np.max, top_db=80)
+    np.testing.assert_allclose(log_mel_spectrogram(y=y, sr=16000), reference, atol=1e-3)
+    matrix = rng.random((20, 50)).astype(np.float32)
+    for order in (1, 2):
+        np.testing.assert_allclose(delta(matrix, order=order), librosa.feature.delta(matrix, width=9, order=order,
+                                                                                     mode="nearest"), atol=1e-5)
+
+
 def test_image_puts_low_frequencies_at_the_bottom():
     matrix = np.zeros((64, 100))
     matrix[:8] = 1.0  # energy in the lowest bands only

@@ -74,19 +74,52 @@ def test_the_readme_api_example_runs_as_written(trained, tmp_path, monkeypatch, 
     assert printed and printed[0].split()[0] in ("neutral", "happy", "sad", "angry")
 
 
-def _peak_rss_kb(command: list[str]) -> int:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    assert status == 0, process.stderr.read().decode()
-    return usage.ru_maxrss
+# Peak memory of `python -m spectro ...` as getrusage reports it, measured from a small launcher: a child
+# forked straight from this test process would also count the test process's own memory.
+LAUNCHER = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+            "_, status, usage = os.wait4(pid, 0)\nprint('PEAK_KB', usage.ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(os.waitstatus_to_exitcode(status))")
 
 
+def _peak_rss_kb(arguments: list[str]) -> int:
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, "-m", "spectro", *arguments], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return int(done.stderr.split("PEAK_KB")[-1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="measures a forked child")
 def test_a_ten_minute_recording_needs_little_more_memory_than_a_short_one(trained, tmp_path):
     _, checkpoint = trained
     long = speech_like(600.0)
     write_audio(tmp_path / "long.wav", long)
     write_audio(tmp_path / "short.wav", long[:48000])
-    predict = [sys.executable, "-m", "spectro", "predict", str(checkpoint)]
-    short_kb = _peak_rss_kb(predict + [str(tmp_path / "short.wav")])
-    long_kb = _peak_rss_kb(predict + [str(tmp_path / "long.wav")])
+    short_kb = _peak_rss_kb(["predict", "--no-cache", str(checkpoint), str(tmp_path / "short.wav")])
+    long_kb = _peak_rss_kb(["predict", "--no-cache", str(checkpoint), str(tmp_path / "long.wav")])
     assert long_kb <= 1.3 * short_kb, (short_kb, long_kb)
+
+
+def test_a_cached_traced_copy_predicts_the_same_without_building_the_model(trained, tmp_path):
+    """The second load of a checkpoint starts from its traced copy: no timm import, the same numbers."""
+    import json
+
+    _, checkpoint = trained
+    wav = write_audio(tmp_path / "x.wav", speech_like(7.0))
+    script = ("import json, sys; from spectro import Predictor; "
+              "p = Predictor.load(sys.argv[1], batch_size=int(sys.argv[3])); r = next(p.predict_files([sys.argv[2]])); "
+              "print(json.dumps({'built': 'timm' in sys.modules, 'p': r.probabilities}))")
+    env = {**os.environ, "SPECTRO_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(batch_size: int) -> dict:
+        out = subprocess.run([sys.executable, "-c", script, str(checkpoint), wav, str(batch_size)], env=env,
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out.splitlines()[-1])
+
+    first = run(2)
+    (copy,) = (tmp_path / "cache" / "traced").iterdir()
+    second = run(1)
+    assert first["built"] and not second["built"]
+    assert second["p"] == pytest.approx(first["p"], abs=1e-6)
+    copy.write_bytes(b"not a TorchScript archive")  # a broken copy: built again, and replaced
+    third = run(3)
+    assert third["built"] and third["p"] == pytest.approx(first["p"], abs=1e-6)
+    assert not run(2)["built"]

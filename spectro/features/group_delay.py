@@ -10,6 +10,7 @@ from producing spikes, which is what makes the group delay usable on speech.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ConfigError
 
@@ -63,8 +64,6 @@ def modified_group_delay(*, y: np.ndarray, sr: int, n_fft: int = 512, win_length
     -------
     tau_m : np.ndarray [shape=(n_fft // 2 + 1, 1 + len(y) // hop_length), dtype=float32]
     """
-    import librosa
-
     if y.ndim != 1 or y.size == 0:
         raise ConfigError(f"y.shape={y.shape} must be a non-empty 1-D signal")
     if not 0 < win_length <= n_fft:
@@ -77,6 +76,6 @@ def modified_group_delay(*, y: np.ndarray, sr: int, n_fft: int = 512, win_length
     padded = np.pad(emphasised, win_length // 2)
     # center=True convention: frame t is centred on sample t * hop_length
     padded = np.pad(padded, (0, max(0, win_length - padded.size)))
-    frames = librosa.util.frame(padded, frame_length=win_length, hop_length=hop_length)
+    frames = sliding_window_view(padded, win_length)[::hop_length].T  # (win_length, frames), as librosa.util.frame
     frames = frames[:, : 1 + y.size // hop_length] * np.hamming(win_length)[:, None]
     return modified_group_delay_frames(frames, n_fft=n_fft, alpha=alpha, gamma=gamma, lifter=lifter)
