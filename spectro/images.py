@@ -90,7 +90,7 @@ def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
     saved = json.loads(path.read_text())
     if saved.get("tree_format", 1) != TREE_FORMAT:
         raise DataError(f"{str(image_dir)!r} was made by an older spectro (one centre crop per recording, not "
-                        "every window); render it again into a new folder with `spectro images`")
+                        "every window); render it again with `spectro images` into a new folder, or remove this one first")
     return from_dict(FeatureConfig, saved["features"])
 
 

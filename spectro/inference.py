@@ -128,9 +128,9 @@ class _Pending:
 
     path: str | None
     windows: list[Window]
-    probabilities: np.ndarray
-    scored: int = 0
+    probabilities: np.ndarray  # (windows, classes), filled as batches are scored
     error: str | None = None
+    scored: int = 0
 
     @property
     def done(self) -> bool:
@@ -202,10 +202,10 @@ class Predictor:
         batch: list[tuple[_Pending, int, dict[str, np.ndarray]]] = []
         for path, load in sources:
             try:
-                pending = _Pending(path, load(), np.empty(0))
-            except SpectroError as error:
-                pending = _Pending(path, [], np.empty(0), error=str(error))
-            pending.probabilities = np.empty((len(pending.windows), len(self.classes)), dtype=np.float32)
+                windows, error = load(), None
+            except SpectroError as failure:
+                windows, error = [], str(failure)
+            pending = _Pending(path, windows, np.empty((len(windows), len(self.classes)), np.float32), error=error)
             waiting.append(pending)
             for index, window in enumerate(pending.windows):
                 arrays = {name: feature_array(window.samples, features) for name, features in self.inputs.items()}
