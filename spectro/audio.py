@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import AudioConfig
+from .config import AudioConfig, QualityConfig
 from .errors import ConfigError, DataError
 
 
@@ -147,6 +147,32 @@ def fix_duration(y: np.ndarray, *, sr: int, duration: float, align: str = "cente
         return y[start:start + target]
     before = -excess // 2 if align == "center" else 0
     return np.pad(y, (before, -excess - before))
+
+
+def audio_digest(y: np.ndarray) -> str:
+    """A fingerprint of decoded audio: the same recording under another name or container matches."""
+    import hashlib
+
+    return hashlib.blake2b(np.ascontiguousarray(y, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+
+
+def audio_problems(y: np.ndarray, audio: AudioConfig, quality: QualityConfig) -> list[str]:
+    """What is wrong with a recording's speech (after trimming silence as `audio` says): too short,
+    near-silent, or mostly a DC offset; empty when it passes every check of `quality`."""
+    start, end = silence_bounds(y, top_db=audio.trim_top_db) if audio.trim else (0, y.size)
+    speech = y[start:end].astype(np.float64)
+    seconds, mean = speech.size / audio.sample_rate, float(speech.mean())
+    rms = float(np.sqrt(np.mean(speech ** 2)))
+    problems = []
+    if seconds < quality.min_seconds:
+        problems.append(f"only {seconds:.2f} s of sound (quality.min_seconds={quality.min_seconds:g})")
+    level = 20 * np.log10(max(float(np.sqrt(np.mean((speech - mean) ** 2))), 1e-12))
+    if level < quality.silence_db:
+        problems.append(f"near-silent: {level:.0f} dBFS (quality.silence_db={quality.silence_db:g})")
+    if rms > 0 and abs(mean) / rms > quality.max_dc:
+        problems.append(f"mostly a DC offset: mean {mean:+.3f} is {abs(mean) / rms:.2f} of the RMS "
+                        f"(quality.max_dc={quality.max_dc:g})")
+    return problems
 
 
 @dataclasses.dataclass(frozen=True)

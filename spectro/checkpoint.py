@@ -51,9 +51,25 @@ def build_model(state: dict, *, device: str | torch.device = "cpu"):
     (no ImageNet download); class names and feature settings travel with it."""
     from .models import create_model
 
-    model = create_model(state["model_name"], len(state["classes"]), pretrained=False, in_channels=state.get("in_channels"))
+    classes = list(state["classes"])
+    model = create_model(state["model_name"], len(classes), pretrained=False, in_channels=state.get("in_channels"))
+    wanted = model.state_dict()
+    misfits = [(k, tuple(v.shape), tuple(wanted[k].shape)) for k, v in state["model"].items()
+               if k in wanted and hasattr(v, "shape") and v.shape != wanted[k].shape]
+    if misfits:
+        key, saved, expected = misfits[-1]  # the classifier comes last
+        outputs = f" has {saved[0]} outputs{_setup_names(saved[0])}" if saved[:1] != expected[:1] else f" is {saved}"
+        raise DataError(f"the checkpoint's weights do not fit its class list: its {key}{outputs}, but it lists "
+                        f"{len(classes)} classes {classes} (expected {expected}); it was edited or written by "
+                        "another program")
     model.load_state_dict(state["model"])
     return model.to(device).eval()
+
+
+def _setup_names(count: int) -> str:
+    from .corpora import CLASS_SETUPS
+
+    return f" (the {count}-class setup: {list(CLASS_SETUPS[count])})" if count in CLASS_SETUPS else ""
 
 
 def load_trained_model(path: str | Path, *, device: str | torch.device = "cpu"):

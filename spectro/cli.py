@@ -94,7 +94,7 @@ def cmd_images(args) -> int:
     config, augmentation = feature_config_from_args(args)  # fail on bad settings before scanning anything
     utterances = _collect_utterances(args)
     result = build_image_dataset(utterances, args.out, config, augmentation=augmentation, workers=args.workers,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, verify=args.verify)
     print(f"{result.written} image(s) written, {result.skipped} already present, {len(result.rejected)} rejected "
           f"-> {result.out_dir}")
     if result.rejected:
@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="render randomly augmented training copies (settings: augment.*) instead of the recordings")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--verify", action="store_true",
+                   help="first open every finished file of the tree and render the unreadable ones again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_images)
 
@@ -390,9 +392,21 @@ def main(argv: list[str] | None = None) -> int:
     except SpectroError as error:
         print(f"spectro {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"spectro {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+    except OSError as error:  # the machine, not the input: a full disk, a read-only or vanished folder
+        where = f" {error.filename}" if error.filename else ""
+        print(f"spectro {args.command}: error:{where}: {error.strerror or error}; fix this and run the same command "
+              "again (finished work is kept)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:  # a stopped training run says itself how to continue
+        print(f"spectro {args.command}: {stop or 'interrupted; ' + RESUME_HINTS.get(args.command, RESUME_HINTS['images'])}",
+              file=sys.stderr)
         return 130
+
+
+RESUME_HINTS = {
+    "train": "continue from the last saved state with the same command and --resume",
+    "images": "run the same command again: finished work is kept and not redone",
+}
 
 
 if __name__ == "__main__":

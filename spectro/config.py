@@ -125,6 +125,25 @@ class ImageConfig:
 
 
 @dataclasses.dataclass
+class QualityConfig:
+    """Checks on each recording's speech (what is left after trimming silence) before it is used.
+
+    The defaults keep every file of RAVDESS, TESS and EMO-DB (shortest speech 1.04 s, quietest
+    -62 dBFS, largest offset 0.04 of the RMS) and catch clips, near-silence and DC.
+    """
+
+    min_seconds: float = 0.25
+    silence_db: float = -70.0  # RMS below this many dB under full scale: near-silent
+    max_dc: float = 0.5  # |mean| / RMS above this: mostly a constant offset, not sound
+    action: Literal["warn", "reject"] = "warn"  # reject: such files go to rejected.csv instead of the tree
+
+    def validate(self) -> None:
+        _require(self.min_seconds >= 0, "quality.min_seconds", self.min_seconds, "must be >= 0")
+        _require(self.silence_db < 0, "quality.silence_db", self.silence_db, "must be negative (dB below full scale)")
+        _require(self.max_dc > 0, "quality.max_dc", self.max_dc, "must be positive")
+
+
+@dataclasses.dataclass
 class FeatureConfig:
     """Everything that decides what an image looks like; saved with every image tree and checkpoint."""
 
@@ -134,6 +153,7 @@ class FeatureConfig:
     group_delay: GroupDelayConfig = dataclasses.field(default_factory=GroupDelayConfig)
     image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
     descriptors: DescriptorConfig = dataclasses.field(default_factory=DescriptorConfig)
+    quality: QualityConfig = dataclasses.field(default_factory=QualityConfig)
 
     def validate(self) -> None:
         from .features import list_features

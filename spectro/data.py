@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .config import FeatureConfig
 from .corpora import Utterance, class_names
 from .errors import ConfigError, DataError
-from .images import load_array, read_feature_settings, read_image_manifest
+from .images import load_array, read_feature_settings, read_image_manifest, read_tree_digests
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> tuple[torch.
         raise DataError(f"{len(missing)} image(s) listed in a manifest are missing, e.g. {missing[0]}; "
                         "rerun `spectro images` to restore them")
     with ThreadPoolExecutor() as pool:  # PNG decoding releases the GIL
-        arrays = list(tqdm(pool.map(load_array, paths), total=len(paths), desc=desc, unit="img",
+        arrays = list(tqdm(pool.map(_read, paths), total=len(paths), desc=desc, unit="img",
                            disable=not progress, leave=False))
     if not arrays:
         return (torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long),
@@ -102,6 +102,14 @@ def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> tuple[torch.
         stacked[row:row + len(a), ..., : a.shape[-1]] = a
         row += len(a)
     return torch.from_numpy(stacked), lengths, counts
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return load_array(path)
+    except Exception as error:  # truncated PNG, damaged .npy: PIL and numpy raise many kinds
+        raise DataError(f"cannot read {path} ({type(error).__name__}: {error}); repair the tree with the same "
+                        "`spectro images ...` command plus --verify") from None
 
 
 def read_image_trees(dirs: Sequence[str | Path], num_classes: int) -> tuple[list[tuple[Path, Utterance]], FeatureConfig]:
@@ -188,17 +196,12 @@ def speaker_split(utterances: Sequence[Utterance], *, val_speakers: Sequence[str
     return train, val
 
 
-def check_disjoint(train: Sequence[Utterance], others: dict[str, Sequence[Utterance]]) -> None:
-    """Refuse any speaker or recording that would sit both in training data and in a held-out set."""
-    train_speakers = {u.speaker for u in train}
-    train_paths = {u.path for u in train}
-    for name, held_out in others.items():
-        shared = sorted(train_speakers & {u.speaker for u in held_out})
-        if shared:
-            raise ConfigError(f"speaker(s) {shared[:5]} appear in both the training data and {name}")
-        same_audio = sorted(train_paths & {u.path for u in held_out})
-        if same_audio:
-            raise ConfigError(f"recording(s) {same_audio[:3]} appear in both the training data and {name}")
+def tree_digests(entries: Sequence[dict[str, str]]) -> dict[str, str]:
+    """Recording (source path) -> audio digest, from the manifests of the data entries' trees."""
+    digests: dict[str, str] = {}
+    for entry in entries:
+        digests.update(read_tree_digests(next(iter(entry.values()))))  # every input of an entry holds the same recordings
+    return digests
 
 
 def class_weights(counts: torch.Tensor) -> torch.Tensor:

@@ -11,3 +11,8 @@ class ConfigError(SpectroError, ValueError):
 
 class DataError(SpectroError):
     """Input data (audio, corpus tree, manifest, image folder) cannot be used as given."""
+
+
+class StorageError(SpectroError):
+    """The machine, not the input, stopped a job: a full disk, a read-only or vanished output, a
+    permission refused. Nothing finished is lost; fix the cause and run the same command again."""

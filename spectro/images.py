@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -24,12 +25,13 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import __version__
-from .audio import audio_windows, prepare_windows
+from .audio import audio_digest, audio_problems, audio_windows, load_audio
 from .config import FeatureConfig, WaveformAugmentConfig, from_dict, to_dict
 from .corpora import Utterance
-from .errors import DataError
+from .errors import DataError, StorageError
 from .features import is_image_feature, window_arrays
 from .fileio import atomic_open, remove_stale_temporaries
+from .locks import job_lock
 from .manifest import COLUMNS, write_manifest
 from .waveform_augment import augment_waveform, copy_rng
 
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "features.json"
 MANIFEST_FILE = "manifest.csv"
 REJECTED_FILE = "rejected.csv"
+DIGEST_COLUMN = "audio_digest"  # of the decoded recording: the leakage checks find it under any name
 # 2: one file per recording holding every window. Trees of format 1 held one centre crop of a long
 # recording, which evaluation could not score as prediction does.
 TREE_FORMAT = 2
@@ -54,10 +57,18 @@ class ImageJobResult:
 def image_relpath(utt: Utterance, feature: str = "mel", copy: int = 0) -> str:
     """Where an utterance's picture (or, for matrix features, its .npy) lives in a tree (ImageFolder layout).
 
-    Augmented copies 1, 2, ... of a recording get the suffix ``__aug1``, ``__aug2``, ...
+    Augmented copies 1, 2, ... of a recording get the suffix ``__aug1``, ``__aug2``, ... Every name
+    part is one safe path component, whatever a manifest says (no separators, no leading dots).
     """
     suffix = ".png" if is_image_feature(feature) else ".npy"
-    return f"{utt.emotion}/{utt.corpus}__{utt.speaker}__{utt.stem}{f'__aug{copy}' if copy else ''}{suffix}"
+    name = "__".join(path_component(part) for part in (utt.corpus, utt.speaker, utt.stem))
+    return f"{path_component(utt.emotion)}/{name}{f'__aug{copy}' if copy else ''}{suffix}"
+
+
+def path_component(text: str) -> str:
+    """`text` as one file-name component: runs of characters other than letters, digits, '.', '-', '+'
+    and '_', and runs of dots, become '_'; leading and trailing '.' and '_' go (no '..', no hidden files)."""
+    return re.sub(r"[^\w.+-]+|\.{2,}", "_", text).strip("._") or "_"
 
 
 def save_array(windows: np.ndarray, path: Path) -> None:
@@ -87,7 +98,13 @@ def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
     path = Path(image_dir) / SETTINGS_FILE
     if not path.is_file():
         raise DataError(f"{str(image_dir)!r} is not a spectro image tree: {SETTINGS_FILE} is missing")
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+        saved["features"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path} cannot be read ({type(error).__name__}: {error}); it records the settings the tree "
+                        "was made with, so the tree cannot be trusted without it: remove the folder and render it "
+                        "again with `spectro images`") from None
     if saved.get("tree_format", 1) != TREE_FORMAT:
         raise DataError(f"{str(image_dir)!r} was made by an older spectro (one centre crop per recording, not "
                         "every window); render it again with `spectro images` into a new folder, or remove this one first")
@@ -148,25 +165,51 @@ def _warm_up(config: FeatureConfig) -> None:
     window_arrays(audio_windows(noise, config.audio), config)
 
 
-def _render(task: tuple[int, str, str, int]) -> tuple[int, str | None]:
-    index, source, target, copy = task
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    index: int
+    source: str
+    target: str
+    copy: int  # augmented copy number; 0 for the recording itself
+    render: bool  # False: the picture is there, only the audio's digest is missing (a killed run)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    index: int
+    digest: str | None = None
+    warnings: tuple[str, ...] = ()
+    rejected: str | None = None  # the input cannot be used: why
+    fault: str | None = None  # the machine stopped the job: disk full, read-only output, ...
+
+
+def _render(task: _Task) -> _Outcome:
+    config = _worker_config
     try:
-        augment = None
-        if copy:
-            recording = Path(target).stem.removesuffix(f"__aug{copy}")  # corpus__speaker__stem: any folder, any feature
-            rng = copy_rng(recording, copy, _worker_augmentation.seed)
-            augment = lambda y: augment_waveform(y, sr=_worker_config.audio.sample_rate,  # noqa: E731
-                                                 config=_worker_augmentation, rng=rng)
-        windows = prepare_windows(source, _worker_config.audio, augment=augment)
-        save_array(window_arrays(windows, _worker_config), Path(target))
-        return index, None
-    except Exception as error:  # one bad file must never stop the job
-        return index, str(error) if isinstance(error, DataError) else f"{type(error).__name__}: {error}"
+        y = load_audio(task.source, sr=config.audio.sample_rate)
+        problems = tuple(audio_problems(y, config.audio, config.quality))
+        if problems and config.quality.action == "reject":
+            return _Outcome(task.index, rejected=f"{task.source}: {'; '.join(problems)}")
+        if task.render:
+            augment = None
+            if task.copy:
+                recording = Path(task.target).stem.removesuffix(f"__aug{task.copy}")  # corpus__speaker__stem
+                rng = copy_rng(recording, task.copy, _worker_augmentation.seed)
+                augment = lambda y: augment_waveform(y, sr=config.audio.sample_rate,  # noqa: E731
+                                                     config=_worker_augmentation, rng=rng)
+            save_array(window_arrays(audio_windows(y, config.audio, augment=augment), config), Path(task.target))
+        return _Outcome(task.index, digest=audio_digest(y), warnings=problems)
+    except DataError as error:  # the input's fault: recorded, and the job goes on
+        return _Outcome(task.index, rejected=str(error))
+    except OSError as error:  # the machine's fault: the job stops, and nothing is held against the input
+        return _Outcome(task.index, fault=f"cannot write {error.filename or task.target}: {error.strerror or error}")
+    except Exception as error:  # anything else that one input provokes must not stop the job either
+        return _Outcome(task.index, rejected=f"{task.source}: {type(error).__name__}: {error}")
 
 
 def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, config: FeatureConfig, *,
                         augmentation: WaveformAugmentConfig | None = None, workers: int | None = None,
-                        progress: bool = True) -> ImageJobResult:
+                        progress: bool = True, verify: bool = False) -> ImageJobResult:
     """Render every utterance's image into `out_dir`, skipping those already there.
 
     Parameters
@@ -174,7 +217,8 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
     utterances : sequence of Utterance
         What to render; the emotion names the class folder.
     out_dir : path
-        The image tree. It may hold images from earlier runs with the same settings.
+        The image tree. It may hold images from earlier runs with the same settings. The job holds
+        the tree's lock: a second job on the same tree is refused.
     config : FeatureConfig
         Audio conditioning, spectrogram and image settings; saved as ``features.json``.
     augmentation : WaveformAugmentConfig, optional
@@ -182,54 +226,105 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
         recording itself: a tree for training speakers only (see ``data.train_augmented``).
     workers : int, optional
         Processes to use; all cores by default.
+    verify : bool
+        Open every finished file first and render the unreadable ones (e.g. truncated) again.
+
+    Raises
+    ------
+    StorageError
+        When the machine stops the job (disk full, read-only output): what was finished is kept in the
+        manifest, and the same call renders the rest once the cause is fixed.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _claim_settings(out_dir, config, augmentation)
-    remove_stale_temporaries(out_dir)
-    copies = range(1, augmentation.copies + 1) if augmentation else [0]
-    sources = [(utt, copy) for utt in utterances for copy in copies]
-    targets = [image_relpath(u, config.feature, copy) for u, copy in sources]
+    with job_lock(out_dir, "spectro images"):
+        _claim_settings(out_dir, config, augmentation)
+        remove_stale_temporaries(out_dir)
+        copies = range(1, augmentation.copies + 1) if augmentation else [0]
+        sources = [(utt, copy) for utt in utterances for copy in copies]
+        targets = _targets(out_dir, sources, config.feature)
+        if verify:
+            _remove_unreadable(out_dir, targets, progress=progress)
+        digests = _manifest_digests(out_dir)
+        known_bad = _still_rejected(out_dir / REJECTED_FILE)
+        tasks, failures = [], {}
+        for i, ((utt, copy), rel) in enumerate(zip(sources, targets)):
+            if utt.path in known_bad:
+                failures[i] = known_bad[utt.path]
+            elif not (out_dir / rel).exists() or rel not in digests:
+                tasks.append(_Task(i, utt.path, str(out_dir / rel), copy, render=not (out_dir / rel).exists()))
+        rendering = sum(t.render for t in tasks)
+        log.info("%d image(s) to render, %d already present, %d rejected before and unchanged",
+                 rendering, len(sources) - rendering - len(failures), len(failures))
+        known_bad_count, fault = len(failures), _run(tasks, config, augmentation, workers, progress, sources,
+                                                     targets, digests, failures)
+        rejected = list({sources[i][0].path: (sources[i][0], reason) for i, reason in sorted(failures.items())}.values())
+        _write_rejected(out_dir / REJECTED_FILE, rejected)
+        _update_manifest(out_dir, [u for u, _ in sources], targets, digests)
+        if fault:
+            raise StorageError(f"{fault}; the images finished so far are kept; free space or fix the permissions "
+                               "and run the same command again to render the rest")
+    written = rendering - (len(failures) - known_bad_count)
+    return ImageJobResult(out_dir, written=written, skipped=len(sources) - rendering - known_bad_count,
+                          rejected=rejected)
+
+
+def _targets(out_dir: Path, sources: list[tuple[Utterance, int]], feature: str) -> list[str]:
+    """Each source's file in the tree, refusing two sources on one file and any path outside the tree."""
+    targets = [image_relpath(u, feature, copy) for u, copy in sources]
     seen: dict[str, Utterance] = {}
+    root = out_dir.resolve()
     for (utt, _), rel in zip(sources, targets):
         if rel in seen and seen[rel].path != utt.path:
             raise DataError(f"{seen[rel].path} and {utt.path} would both be written to {rel}")
         seen[rel] = utt
-    known_bad = _still_rejected(out_dir / REJECTED_FILE)
-    todo, failures = [], {}
-    for i, ((utt, copy), rel) in enumerate(zip(sources, targets)):
-        if utt.path in known_bad:
-            failures[i] = known_bad[utt.path]
-        elif not (out_dir / rel).exists():
-            todo.append((i, utt.path, str(out_dir / rel), copy))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    present, known_bad_count = len(sources) - len(todo) - len(failures), len(failures)
-    log.info("%d image(s) to render, %d already present, %d rejected before and unchanged, %d worker(s)",
-             len(todo), present, known_bad_count, workers)
-    bar = tqdm(total=len(todo), unit="file", desc="images", disable=not progress or not todo)
+        if not (root / rel).resolve().is_relative_to(root):
+            raise DataError(f"{utt.path} would be written outside {str(out_dir)!r}, to {rel}")
+    return targets
+
+
+def _run(tasks: list[_Task], config: FeatureConfig, augmentation, workers: int | None, progress: bool,
+         sources, targets: list[str], digests: dict[str, str], failures: dict[int, str]) -> str | None:
+    """Carry out `tasks` on every core, filling `digests` and `failures`; the first fault, if any."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    bar = tqdm(total=len(tasks), unit="file", desc="images", disable=not progress or not tasks)
+    fault = None
     if workers == 1:
         with threadpool_limits(1):  # the workers' single-threaded maths; the caller's limits come back after
             _init_worker(config, augmentation)
-            _collect(map(_render, todo), failures, bar)
+            fault = _collect(map(_render, tasks), sources, targets, digests, failures, bar)
     else:
         _warm_up(config)
         with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config, augmentation)) as pool:
-            _collect(pool.imap_unordered(_render, todo, chunksize=4), failures, bar)
+            fault = _collect(pool.imap_unordered(_render, tasks, chunksize=4), sources, targets, digests, failures, bar)
     bar.close()
-
-    rejected = list({sources[i][0].path: (sources[i][0], reason) for i, reason in sorted(failures.items())}.values())
-    _write_rejected(out_dir / REJECTED_FILE, rejected)
-    _update_manifest(out_dir, [u for u, _ in sources], targets)
-    written = len(todo) - (len(failures) - known_bad_count)
-    return ImageJobResult(out_dir, written=written, skipped=present, rejected=rejected)
+    return fault
 
 
-def _collect(results, failures: dict[int, str], bar) -> None:
-    for index, reason in results:
-        if reason is not None:
-            failures[index] = reason
-            log.warning("rejected %s", reason)
+def _collect(outcomes, sources, targets: list[str], digests: dict[str, str], failures: dict[int, str], bar) -> str | None:
+    """Record each outcome as it arrives; stop at the first fault of the machine and return it."""
+    for outcome in outcomes:
         bar.update()
+        if outcome.fault:
+            return outcome.fault
+        if outcome.rejected:
+            failures[outcome.index] = outcome.rejected
+            log.warning("rejected %s", outcome.rejected)
+            continue
+        digests[targets[outcome.index]] = outcome.digest
+        for problem in outcome.warnings:
+            log.warning("%s: %s (kept; quality.action=reject would leave it out)", sources[outcome.index][0].path, problem)
+    return None
+
+
+def _remove_unreadable(out_dir: Path, targets: list[str], *, progress: bool) -> None:
+    """Delete finished files that cannot be read back whole, so that the job renders them again."""
+    present = [out_dir / rel for rel in targets if (out_dir / rel).exists()]
+    for path in tqdm(present, unit="file", desc="verifying", disable=not progress, leave=False):
+        try:
+            load_array(path)
+        except Exception as error:  # truncated or otherwise broken: PIL and numpy raise many kinds
+            log.warning("%s cannot be read (%s); rendering it again", path, error)
+            path.unlink()
 
 
 def _still_rejected(path: Path) -> dict[str, str]:
@@ -251,21 +346,38 @@ def _write_rejected(path: Path, rejected: list[tuple[Utterance, str]]) -> None:
             writer.writerow([*(getattr(utt, c) for c in COLUMNS), reason])
 
 
-def _update_manifest(out_dir: Path, utterances: Sequence[Utterance], targets: list[str]) -> None:
+def _update_manifest(out_dir: Path, utterances: Sequence[Utterance], targets: list[str], digests: dict[str, str]) -> None:
     # Keep rows of earlier runs (another corpus rendered into the same tree) whose images still exist.
     rows: dict[str, Utterance] = {}
     if (out_dir / MANIFEST_FILE).is_file():
         rows = {str(p.relative_to(out_dir)): utt for p, utt in read_image_manifest(out_dir)}
     rows.update(zip(targets, utterances))
     present = sorted(rel for rel in rows if (out_dir / rel).is_file())
-    write_manifest([rows[rel] for rel in present], out_dir / MANIFEST_FILE, extra={"image": present})
+    write_manifest([rows[rel] for rel in present], out_dir / MANIFEST_FILE,
+                   extra={"image": present, DIGEST_COLUMN: [digests.get(rel, "") for rel in present]})
+
+
+def _manifest_digests(out_dir: Path) -> dict[str, str]:
+    """Image (relative path) -> audio digest, from the tree's manifest."""
+    return {row["image"]: row[DIGEST_COLUMN] for row in _manifest_rows(out_dir) if row.get(DIGEST_COLUMN)}
+
+
+def read_tree_digests(image_dir: str | Path) -> dict[str, str]:
+    """Recording (source path) -> the digest of its decoded audio (``spectro.audio.audio_digest``)."""
+    return {row["path"]: row[DIGEST_COLUMN] for row in _manifest_rows(Path(image_dir)) if row.get(DIGEST_COLUMN)}
+
+
+def _manifest_rows(image_dir: Path) -> list[dict[str, str]]:
+    path = image_dir / MANIFEST_FILE
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def read_image_manifest(image_dir: str | Path) -> list[tuple[Path, Utterance]]:
     """(image path, utterance) for every image listed in an image tree's manifest."""
     image_dir = Path(image_dir)
-    path = image_dir / MANIFEST_FILE
-    if not path.is_file():
+    if not (image_dir / MANIFEST_FILE).is_file():
         raise DataError(f"{str(image_dir)!r} is not a spectro image tree: {MANIFEST_FILE} is missing")
-    with path.open(newline="") as handle:
-        return [(image_dir / row["image"], Utterance(**{c: row[c] for c in COLUMNS})) for row in csv.DictReader(handle)]
+    return [(image_dir / row["image"], Utterance(**{c: row[c] for c in COLUMNS})) for row in _manifest_rows(image_dir)]

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable
 
-from .corpora import AUDIO_SUFFIXES
+from .corpora import iter_audio_files
 from .errors import DataError
 from .inference import Prediction
+
+log = logging.getLogger(__name__)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, and the audio files inside given folders (recursively, sorted)."""
-    paths = []
+    paths, skipped = [], []
     for item in map(Path, inputs):
-        if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        else:
-            paths.append(item)
+        paths += list(iter_audio_files(item, skipped)) if item.is_dir() else [item]
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
     return paths
 
 

@@ -54,6 +54,7 @@ def render_evaluation(report: dict) -> str:
              f"- model: {report['model']}; features: {report['feature']} ({report['channels']}); "
              f"classes: {', '.join(report['classes'])}",
              f"- trained on: {', '.join(report['train_corpora']) or 'unknown'}"]
+    lines[1:1] = [f"> **Warning:** {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     windows = report.get("windows")
     if windows:
         lines.append("- scoring: " + ("each recording whole" if windows["duration"] is None else

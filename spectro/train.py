@@ -12,7 +12,9 @@ import logging
 import math
 import platform
 import random
+import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -27,12 +29,14 @@ from .augment import spec_augment
 from .checkpoint import load_checkpoint, save_checkpoint, slim_state
 from .config import ExperimentConfig, to_dict
 from .corpora import class_names
-from .data import SINGLE_INPUT, ImageSet, as_sources, batches, check_disjoint, class_weights, read_sources, speaker_split
+from .data import SINGLE_INPUT, ImageSet, as_sources, batches, class_weights, read_sources, speaker_split, tree_digests
 from .errors import ConfigError, DataError
 from .fileio import atomic_open
 from .metrics import classification_metrics, confusion_figure
 from .images import read_augmentation
 from .inference import check_lengths, forward, predict_proba, resolve_device
+from .leakage import TrainingRecord
+from .locks import job_lock
 from .models import create_model, is_estimator
 
 log = logging.getLogger(__name__)
@@ -94,9 +98,12 @@ class Trainer:
             if test_features != self.features:
                 raise ConfigError(f"data.test.{name}: {tree!r} was made with other feature settings (or inputs) than "
                                   "the training images; render it with the training settings")
-        check_disjoint([utterances[i] for i in train_idx],
-                       {"validation": [utterances[i] for i in val_idx],
-                        **{f"test {n}": [u for _, u in r] for n, r in self.test_rows.items()}})
+        train_utts, val_utts = [utterances[i] for i in train_idx], [utterances[i] for i in val_idx]
+        digests = tree_digests(present)
+        self.record = TrainingRecord.of(train_utts, val_utts, (digests.get(u.path) for u in train_utts))
+        self.record.check("the validation data", val_utts, digests, against_validation=False)
+        for name, tree in data.test.items():
+            self.record.check(f"test {name}", [u for _, u in self.test_rows[name]], tree_digests([as_sources(tree)]))
         copies = self._augmented_copies(augmented, {utterances[i].path for i in train_idx})
         pick = lambda idx: ([rows[i][0] for i in idx], [rows[i][1] for i in idx])  # noqa: E731
         train_paths, train_utts = pick(train_idx)
@@ -205,7 +212,7 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state_all() if self.cuda else []},
             "best": dict(self.best), "bad_epochs": self.bad_epochs, "history": list(self.history),
             "finished": self.finished, "classes": list(self.classes), "model_name": self.config.model.name,
-            "train_corpora": self.train_corpora,
+            "train_corpora": self.train_corpora, "training_record": self.record.as_dict(),
             "config": to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.features.items()},
             "versions": _versions(),
         }
@@ -226,18 +233,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ the recipe
     def fit(self, *, resume: bool = False) -> dict:
-        """Train, keep the checkpoint with the best validation UAR, then score the test sets with it."""
+        """Train, keep the checkpoint with the best validation UAR, then score the test sets with it.
+
+        The run folder is locked for the whole run. Ctrl-C or SIGTERM finishes the batch in hand, saves
+        ``last.pt`` and raises `TrainingStopped`; ``fit(resume=True)`` then ends exactly as an
+        uninterrupted run would.
+        """
+        last_path = self.run_dir / "last.pt"
+        with job_lock(self.run_dir, "spectro train"), GracefulStop() as self.stop:
+            if last_path.exists() and not resume:
+                raise ConfigError(f"run {self.config.run.name!r} already has {last_path}; pass --resume to continue "
+                                  "it, or name a new run with --set run.name=...")
+            if resume and (self.run_dir / "summary.json").is_file():
+                log.info("run %s is finished; nothing to redo", self.config.run.name)
+                return json.loads((self.run_dir / "summary.json").read_text())
+            return self._run(resume=resume)
+
+    def _run(self, *, resume: bool) -> dict:
         from torch.utils.tensorboard import SummaryWriter
 
         cfg = self.config.train
         last_path, best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
-        if last_path.exists() and not resume:
-            raise ConfigError(f"run {self.config.run.name!r} already has {last_path}; pass --resume to continue "
-                              "it, or name a new run with --set run.name=...")
-        if resume and (self.run_dir / "summary.json").is_file():
-            log.info("run %s is finished; nothing to redo", self.config.run.name)
-            return json.loads((self.run_dir / "summary.json").read_text())
-
         # 1. Data, model, optimiser; the resolved config is written beside the checkpoints.
         self._prepare_data()
         torch.manual_seed(_seed_for(cfg.seed, -1, 0))  # the new classifier's initial weights
@@ -250,11 +266,9 @@ class Trainer:
             self._restore(state)
             start_epoch, start_batch, partial, saved_rng = state["epoch"], state["batch"], state["partial"], state["rng"]
             log.info("resuming %s at epoch %d, batch %d", self.config.run.name, start_epoch + 1, start_batch)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.run_dir / "config.yaml") as handle:
             yaml.safe_dump({**to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.features.items()},
-                            "classes": list(self.classes)},
-                           handle, sort_keys=False)
+                            "classes": list(self.classes)}, handle, sort_keys=False)
         writer = SummaryWriter(str(self.log_dir), purge_step=start_epoch + 1 if start_epoch else None)
 
         # 2. Epochs: head only first, then the whole network. A scikit-learn baseline is fitted once instead.
@@ -270,21 +284,31 @@ class Trainer:
                 start_batch, partial = 0, None
                 self._end_epoch(epoch, train_metrics, writer, best_path)
                 save_checkpoint(self._state(epoch=epoch + 1, batch=0, partial=None), last_path)
-        except KeyboardInterrupt:
+                self._stop_if_asked(epoch + 1, 0)
+        finally:
             writer.close()
-            raise
 
         # 3. Only now, the test corpora, scored by the checkpoint chosen on validation data.
         self.finished = True
         save_checkpoint(self._state(epoch=len(self.history), batch=0, partial=None), last_path)
-        summary = self._evaluate_tests(best_path, writer)
-        writer.close()
+        with SummaryWriter(str(self.log_dir)) as writer:
+            summary = self._evaluate_tests(best_path, writer)
         with atomic_open(self.run_dir / "summary.json") as handle:
             json.dump(summary, handle, indent=2)
         return summary
 
+    def _stop_if_asked(self, epoch: int, batch: int, partial: dict | None = None) -> None:
+        """After a whole batch or epoch: if Ctrl-C or SIGTERM came, save the state from here and stop."""
+        if self.stop.signal is None:
+            return
+        if partial is not None:  # mid-epoch: the epoch-end checkpoint is not there yet
+            save_checkpoint(self._state(epoch=epoch, batch=batch, partial=partial), self.run_dir / "last.pt")
+        raise TrainingStopped(f"{self.stop.signal}: saved {self.run_dir / 'last.pt'} after epoch {epoch}"
+                              + (f", batch {batch}" if partial is not None else "")
+                              + "; continue with the same command and --resume")
+
     def _train_epoch(self, epoch: int, start_batch: int, partial: dict | None, saved_rng: dict | None, writer) -> dict:
-        cfg, aug = self.config.train, self.config.augment
+        cfg = self.config.train
         frozen = epoch < cfg.freeze_epochs
         for p in self.backbone_params:
             p.requires_grad_(not frozen)
@@ -303,42 +327,43 @@ class Trainer:
         steps = batches(self._draw_order(epoch), cfg.batch_size)
         bar = tqdm(total=len(steps), initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}" + (" (head)" if frozen else ""),
                    unit="batch", leave=False, disable=not self.progress)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         for b in range(start_batch, len(steps)):
-            try:
-                inputs, lengths, y = self.train_set.batch(steps[b])
-                for name, x in inputs.items():
-                    x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width,
-                                     freq_masks=aug.freq_masks, freq_mask_width=aug.freq_mask_width,
-                                     generator=self.augment_rng, lengths=lengths[name] if x.ndim == 3 else None)
-                    if epoch == 0 and b == 0 and x.ndim == 4:
-                        writer.add_images(f"examples/train_augmented_{name}", x[:8], 0)
-                    inputs[name] = x.to(self.device, memory_format=memory_format if x.ndim == 4 else torch.contiguous_format,
-                                        non_blocking=True)
-                y = y.to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
-                    logits = forward(self.model, inputs, lengths)
-                    loss = self.loss_fn(logits.float(), y)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                if self.plateau is None or self.scheduler.last_epoch < self.warmup_steps:
-                    self.scheduler.step()
-            except KeyboardInterrupt:
-                # Keep everything up to the last finished batch; --resume continues from the next one.
-                save_checkpoint(self._state(epoch=epoch, batch=b, partial=acc), self.run_dir / "last.pt")
-                log.warning("interrupted: saved %s at epoch %d, batch %d", self.run_dir / "last.pt", epoch + 1, b)
-                raise
+            y, logits, loss = self._train_step(steps[b], writer if epoch == 0 and b == 0 else None)
             acc["loss_sum"] += loss.item() * len(y)
             acc["count"] += len(y)
             acc["y_true"] += y.tolist()
             acc["y_pred"] += logits.argmax(1).tolist()
             bar.set_postfix(loss=f"{acc['loss_sum'] / acc['count']:.3f}")
             bar.update()
+            self._stop_if_asked(epoch, b + 1, acc)
         bar.close()
         metrics = classification_metrics(acc["y_true"], acc["y_pred"], labels=range(len(self.classes)))
         return {**metrics, "loss": acc["loss_sum"] / acc["count"]}
+
+    def _train_step(self, windows: torch.Tensor, example_writer=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step on a batch of windows (SpecAugment first); its labels, logits and loss."""
+        aug = self.config.augment
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        inputs, lengths, y = self.train_set.batch(windows)
+        for name, x in inputs.items():
+            x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width,
+                             freq_masks=aug.freq_masks, freq_mask_width=aug.freq_mask_width,
+                             generator=self.augment_rng, lengths=lengths[name] if x.ndim == 3 else None)
+            if example_writer is not None and x.ndim == 4:
+                example_writer.add_images(f"examples/train_augmented_{name}", x[:8], 0)
+            inputs[name] = x.to(self.device, memory_format=memory_format if x.ndim == 4 else torch.contiguous_format,
+                                non_blocking=True)
+        y = y.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            logits = forward(self.model, inputs, lengths)
+            loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.plateau is None or self.scheduler.last_epoch < self.warmup_steps:
+            self.scheduler.step()
+        return y, logits, loss
 
     def _draw_order(self, epoch: int) -> torch.Tensor:
         """This epoch's training windows in order: weighted draws with replacement for the balanced
@@ -473,6 +498,35 @@ class Trainer:
                   **{f"hparam/test_{n}_{k}": m[k] for n, m in summary["test"].items() for k in ("accuracy", "uar")}}
         writer.add_hparams(hparams, finals, run_name=".")
         return summary
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a state from which --resume continues exactly."""
+
+
+class GracefulStop:
+    """Turns Ctrl-C and SIGTERM (cluster pre-emption) into a request that the loop honours between
+    batches, so the state it saves is whole; a second Ctrl-C stops at once, saving nothing more."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame) -> None:
+        if self.signal is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(number).name
+        log.warning("%s: finishing the batch in hand, then saving and stopping (Ctrl-C again stops at once)",
+                    self.signal)
 
 
 def _vectors(images: ImageSet) -> np.ndarray:

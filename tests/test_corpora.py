@@ -264,5 +264,5 @@ def test_path_that_is_not_a_folder_is_a_data_error(tmp_path):
 
 
 def test_folder_without_audio_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="no .wav or .flac"):
+    with pytest.raises(DataError, match="no audio files"):
         scan_corpus("ravdess", make_tree(tmp_path, ["Actor_01/notes.txt"]))

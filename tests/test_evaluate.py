@@ -49,8 +49,60 @@ def test_report_numbers_equal_an_independent_computation_from_the_predictions(tr
 
 def test_evaluating_on_training_speakers_is_refused(trained, tmp_path):
     root, checkpoint = trained
-    with pytest.raises(ConfigError, match="appear in both the training data and test synth"):
+    with pytest.raises(ConfigError, match=r"speaker\(s\) \[.synth-a01f.\] of test synth took part in the model.s training data"):
         evaluate_checkpoint(checkpoint, tmp_path, corpora=[("synth", str(root / "a"))], workers=1, progress=False)
+
+
+def test_a_moved_evaluation_without_the_training_trees_still_refuses_training_speakers(tmp_path, monkeypatch):
+    """Shipped configs name trees by relative paths: evaluating elsewhere, or after the trees are gone, must
+    still refuse the training speakers and recordings (the checkpoint carries them)."""
+    import shutil
+
+    from spectro.config import ExperimentConfig, from_dict
+    from spectro.synth import generate_corpus
+    from spectro.train import Trainer
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    generate_corpus("corpus", languages=("synth-a",), speakers_per_language=3, utterances_per_emotion=2, seed=2)
+    build_image_dataset(scan_corpus("synth", "corpus").utterances, "images/a", FeatureConfig(image=ImageConfig(size=32)),
+                        workers=1, progress=False)
+    Trainer(from_dict(ExperimentConfig, {
+        "data": {"train": ["images/a"], "classes": 4, "val_speakers": ["synth-a02m"]},
+        "model": {"name": "tiny_efficientnet", "pretrained": False}, "train": {"epochs": 1, "batch_size": 8},
+        "run": {"name": "tiny", "checkpoint_dir": "checkpoints", "log_dir": "runs"}}), progress=False).fit()
+    shutil.rmtree("images")
+    checkpoint = project / "checkpoints" / "tiny" / "best.pt"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    corpus = project / "corpus" / "synth-a"
+    with pytest.raises(ConfigError, match=r"\['synth-a01f'\] of test synth took part in the model's training"):
+        evaluate_checkpoint(checkpoint, "out1", corpora=[("synth", str(corpus / "a01f"))], workers=1, progress=False)
+    with pytest.raises(ConfigError, match="synth-a02m.*took part in the model's validation data"):
+        evaluate_checkpoint(checkpoint, "out2", corpora=[("synth", str(corpus / "a02m"))], workers=1, progress=False)
+    # the same audio under another name, speaker and corpus is caught by its digest
+    renamed = elsewhere / "other" / "happy" / "newcomer"
+    renamed.mkdir(parents=True)
+    shutil.copy(next((corpus / "a01f").glob("*happy*.wav")), renamed / "take1.wav")
+    with pytest.raises(ConfigError, match="take1.wav.* hold the same audio as training recordings"):
+        evaluate_checkpoint(checkpoint, "out3", corpora=[("folder", str(elsewhere / "other"))], workers=1, progress=False)
+
+
+def test_a_checkpoint_without_a_training_record_is_evaluated_with_a_loud_warning(trained, tmp_path, caplog):
+    root, checkpoint = trained
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)
+    del state["training_record"]
+    state["config"]["data"]["train"] = [str(tmp_path / "gone")]
+    torch.save(state, tmp_path / "old.pt")
+    report = evaluate_checkpoint(tmp_path / "old.pt", tmp_path / "eval", corpora=[("synth", str(root / "b"))],
+                                 workers=1, n_bootstrap=10, progress=False)
+    assert "LEAKAGE NOT CHECKED" in report["warnings"][0] and "nothing was checked" in report["warnings"][0]
+    assert "LEAKAGE NOT CHECKED" in caplog.text
+    assert "> **Warning:** LEAKAGE NOT CHECKED" in (tmp_path / "eval" / "report.md").read_text()
 
 
 def test_an_image_tree_with_other_settings_is_refused(trained, tmp_path):

@@ -14,7 +14,7 @@ from spectro.config import ExperimentConfig, FeatureConfig, ImageConfig, from_di
 from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError, DataError
 from spectro.images import build_image_dataset
-from spectro.train import Trainer, _seed_for, lr_factor
+from spectro.train import Trainer, TrainingStopped, _seed_for, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_training_writes_checkpoints_summary_and_tensorboard(image_tree, tmp_pat
 def test_a_test_set_sharing_speakers_with_training_is_refused(image_tree, tmp_path):
     data = tiny_config(image_tree, tmp_path)
     data["data"]["test"] = {"same": str(image_tree)}
-    with pytest.raises(ConfigError, match="appear in both the training data and test same"):
+    with pytest.raises(ConfigError, match="of test same took part in the model.s training data"):
         fit(data)
 
 
@@ -106,28 +106,66 @@ def test_a_model_without_pretraining_is_never_frozen(image_tree, tmp_path):
     assert not torch.equal(initial["net.conv_stem.weight"], trained["net.conv_stem.weight"])
 
 
-def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(image_tree, tmp_path, monkeypatch):
-    reference = fit(tiny_config(image_tree, tmp_path / "a"))
-
+def _signal_on_call(monkeypatch, *, call: int, signals: list[int]):
+    """Send `signals` to this process right after the forward pass of training batch number `call`."""
     import spectro.train as train_module
 
-    calls = {"n": 0}
-    real = train_module.spec_augment
+    real, calls = train_module.forward, {"n": 0}
 
-    def interrupt_on_the_eleventh_batch(*args, **kwargs):
+    def forward_then_signal(*args, **kwargs):
+        out = real(*args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == 11:  # epoch 2, batch index 4 (24 training images, 6 batches per epoch)
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        if calls["n"] == call:
+            for number in signals:
+                os.kill(os.getpid(), number)
+        return out
 
-    monkeypatch.setattr(train_module, "spec_augment", interrupt_on_the_eleventh_batch)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(train_module, "forward", forward_then_signal)
+    return lambda: monkeypatch.setattr(train_module, "forward", real)
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_batch_saves_after_that_batch_and_resume_equals_the_uninterrupted_run(
+        image_tree, tmp_path, monkeypatch, number):
+    reference = fit(tiny_config(image_tree, tmp_path / "a"))
+    # 24 training images, 6 batches per epoch: call 11 is epoch 2, batch index 4, between forward and backward
+    restore = _signal_on_call(monkeypatch, call=11, signals=[number])
+    with pytest.raises(TrainingStopped, match="after epoch 1, batch 5; continue with the same command and --resume"):
         fit(tiny_config(image_tree, tmp_path / "b"))
     saved = load_checkpoint(tmp_path / "b" / "checkpoints" / "tiny" / "last.pt")
-    assert (saved["epoch"], saved["batch"]) == (1, 4)
-    monkeypatch.setattr(train_module, "spec_augment", real)
-    resumed = fit(tiny_config(image_tree, tmp_path / "b"), resume=True)
-    assert resumed == reference
+    assert (saved["epoch"], saved["batch"]) == (1, 5)
+    restore()
+    assert fit(tiny_config(image_tree, tmp_path / "b"), resume=True) == reference
+
+
+def test_a_second_ctrl_c_stops_at_once_and_resume_is_still_exact(image_tree, tmp_path, monkeypatch):
+    reference = fit(tiny_config(image_tree, tmp_path / "a"))
+    restore = _signal_on_call(monkeypatch, call=11, signals=[signal.SIGINT, signal.SIGINT])
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        fit(tiny_config(image_tree, tmp_path / "b"))
+    assert not isinstance(stopped.value, TrainingStopped)
+    saved = load_checkpoint(tmp_path / "b" / "checkpoints" / "tiny" / "last.pt")
+    assert (saved["epoch"], saved["batch"]) == (1, 0)  # the last whole state: the end of epoch 1
+    restore()
+    assert fit(tiny_config(image_tree, tmp_path / "b"), resume=True) == reference
+
+
+def test_a_second_training_of_one_run_is_refused_while_the_first_runs(image_tree, tmp_path):
+    config = tiny_config(image_tree, tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "checkpoints" / "tiny"
+    first = subprocess.Popen([sys.executable, "-m", "spectro", "train", str(tmp_path / "c.yaml"), "--quiet"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (run_dir / ".lock").is_file() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    try:
+        with pytest.raises(DataError, match=rf"in use by spectro train \(PID {first.pid}\)"):
+            fit(config)
+    finally:
+        assert first.wait(120) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["epochs_run"] == 3
 
 
 def test_sigkill_mid_epoch_then_resume_ends_with_the_same_metrics(image_tree, tmp_path):
@@ -165,13 +203,11 @@ def test_existing_run_needs_resume_and_a_finished_run_is_not_redone(image_tree, 
 
 
 def test_resume_with_changed_settings_is_refused(image_tree, tmp_path, monkeypatch):
-    import spectro.train as train_module
-
     data = tiny_config(image_tree, tmp_path)
-    monkeypatch.setattr(train_module, "spec_augment", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):
+    restore = _signal_on_call(monkeypatch, call=2, signals=[signal.SIGINT])
+    with pytest.raises(TrainingStopped):
         fit(data)
-    monkeypatch.undo()
+    restore()
     data["optim"] = {"lr": 0.5}
     with pytest.raises(ConfigError, match="written with another config"):
         fit(data, resume=True)

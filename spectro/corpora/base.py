@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
@@ -11,7 +12,10 @@ from typing import Callable, Iterator
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 
-AUDIO_SUFFIXES = (".wav", ".flac")
+# What a corpus folder's audio may be: soundfile decodes WAV, FLAC, OGG (Vorbis, Opus), MP3, AIFF and AU;
+# the rest go through librosa/audioread where a decoder is installed, and are rejected with the reason if not.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".m4a",
+                  ".aac", ".wma")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +74,31 @@ def scan_corpus(name: str, root: str | Path, /, **options) -> CorpusScan:
         raise DataError(f"corpus {name}: path {str(root)!r} is not a folder")
     scan = parser(root.resolve(), **options)
     if not scan.utterances and not scan.unmatched:
-        raise DataError(f"corpus {name}: no .wav or .flac files under {str(root)!r}")
+        raise DataError(f"corpus {name}: no audio files ({', '.join(AUDIO_SUFFIXES)}) under {str(root)!r}")
     return scan
 
 
-def iter_audio_files(root: Path) -> Iterator[Path]:
-    """Every .wav/.flac file below `root` (any case of suffix), in a stable order."""
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file() and not path.name.startswith("."):
+def iter_audio_files(root: Path, skipped: list[tuple[str, str]] | None = None) -> Iterator[Path]:
+    """Every audio file below `root` (by suffix, any case), in a stable order.
+
+    Symlinked folders are followed, once: a folder reached again (a symlink loop) and a symlink to
+    nothing are not silently passed over but appended to `skipped` as (path, reason).
+    """
+    skipped = [] if skipped is None else skipped
+    visited: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            skipped.append((folder, f"symlink loop: the folder {real} was already read"))
+            subfolders.clear()
+            continue
+        visited.add(real)
+        subfolders.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            if name.startswith(".") or path.suffix.lower() not in AUDIO_SUFFIXES:
+                continue
+            if not path.exists():
+                skipped.append((str(path), "broken symlink: it points to nothing"))
+                continue
             yield path

@@ -35,7 +35,7 @@ def scan_cremad(root: Path) -> CorpusScan:
     """
     scan = CorpusScan(CORPUS)
     genders = _read_genders(root)
-    for path in iter_audio_files(root):
+    for path in iter_audio_files(root, scan.unmatched):
         match = NAME.fullmatch(path.stem)
         if not match:
             scan.unmatched.append((str(path), "name does not match <actor>_<sentence>_<EMO>_<LO|MD|HI|XX>"))

@@ -38,7 +38,7 @@ def scan_emodb(root: Path) -> CorpusScan:
         Utterances of the ten speakers; misnamed files are unmatched with the reason.
     """
     scan = CorpusScan(CORPUS)
-    for path in iter_audio_files(root):
+    for path in iter_audio_files(root, scan.unmatched):
         match = NAME.fullmatch(path.stem)
         if not match:
             scan.unmatched.append((str(path), "name does not match SSTTTEV (e.g. 03a01Fa)"))

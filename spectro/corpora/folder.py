@@ -65,7 +65,7 @@ def scan_folder(root: Path, *, language: str = "und", name: str = "folder") -> C
         raise ConfigError(f"corpus option folder.language={language!r} must be an ISO 639-1 code or 'und'")
     scan = CorpusScan(name)
     without_speaker = 0
-    for path in iter_audio_files(root):
+    for path in iter_audio_files(root, scan.unmatched):
         folders = path.relative_to(root).parent.parts
         emotion = LABEL_ALIASES.get(folders[0].lower()) if folders else None
         if not folders:

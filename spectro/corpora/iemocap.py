@@ -45,7 +45,7 @@ def scan_iemocap(root: Path, *, merge_excited: bool = True) -> CorpusScan:
     codes = {**EMOTION_CODES, "exc": "happy"} if merge_excited else EMOTION_CODES
     labels = _read_labels(root)
     scan = CorpusScan(CORPUS)
-    for path in iter_audio_files(root):
+    for path in iter_audio_files(root, scan.unmatched):
         folders, utterance = _folders(root, path), UTTERANCE.fullmatch(path.stem)
         if len(folders) != 4 or folders[:3] != ["session", "sentences", "wav"]:
             scan.unmatched.append((str(path), "not in Session*/sentences/wav/<dialog>/"))

@@ -36,7 +36,7 @@ def scan_ravdess(root: Path) -> CorpusScan:
         Speech utterances; song, video and misnamed files are unmatched with the reason.
     """
     scan = CorpusScan(CORPUS)
-    for path in iter_audio_files(root):
+    for path in iter_audio_files(root, scan.unmatched):
         reason = _reject_reason(path)
         if reason:
             scan.unmatched.append((str(path), reason))

@@ -36,7 +36,7 @@ def scan_savee(root: Path) -> CorpusScan:
         Utterances of the four speakers; anything else is unmatched with the reason.
     """
     scan = CorpusScan(CORPUS)
-    for path in iter_audio_files(root):
+    for path in iter_audio_files(root, scan.unmatched):
         flat, nested = FLAT_NAME.fullmatch(path.stem), NESTED_NAME.fullmatch(path.stem)
         if flat:
             speaker, prefix, origin = flat.group(1).upper(), flat.group(2), "name"

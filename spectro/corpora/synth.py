@@ -33,7 +33,7 @@ def scan_synth(root: Path) -> CorpusScan:
         Utterances with speaker ``synth-<speaker id>``; other names are unmatched.
     """
     scan = CorpusScan(CORPUS)
-    for path in iter_audio_files(root):
+    for path in iter_audio_files(root, scan.unmatched):
         match = NAME.fullmatch(path.stem)
         if match is None:
             scan.unmatched.append((str(path), "name does not match synth_<language>_<speaker>_<emotion>_<NN>"))

@@ -36,7 +36,7 @@ def scan_tess(root: Path) -> CorpusScan:
         Utterances of OAF and YAF; files with another speaker or emotion token are unmatched.
     """
     scan = CorpusScan(CORPUS)
-    for path in iter_audio_files(root):
+    for path in iter_audio_files(root, scan.unmatched):
         tokens = path.stem.split("_")
         label_len = 2 if len(tokens) >= 4 and tokens[-2].lower() == "pleasant" else 1
         label = "_".join(tokens[-label_len:]).lower()

@@ -3,7 +3,8 @@
 Each model is a `Pipeline` (standard scaling, then the classifier) behind the torch model
 interface, so training, checkpoints, evaluation and prediction treat it like any network:
 `forward` returns log-probabilities (softmax gives back ``predict_proba``), and the fitted
-pipeline travels in the state dict as skops bytes, which load without unpickling arbitrary code.
+pipeline travels in the state dict as skops bytes, which load without unpickling arbitrary code and
+only with the types spectro's pipelines hold.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from . import register_model
 
-TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")  # what a saved pipeline may be made of
+# Beyond the types skops trusts by default, exactly what spectro's own pipelines hold once fitted
+# (probability calibration, the MLP's optimiser, tree nodes); anything else in a checkpoint is refused.
+TRUSTED_TYPES = frozenset({
+    "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer", "sklearn.tree._tree.Tree",
+    "sklearn.utils._bunch.Bunch",
+})
 
 
 class EstimatorClassifier(nn.Module):
@@ -61,13 +68,13 @@ class EstimatorClassifier(nn.Module):
 
 
 def load_pipeline(blob: bytes):
-    """A pipeline saved by skops, refusing any type from outside scikit-learn, numpy and scipy."""
+    """A pipeline saved by skops, refusing any type that spectro's own pipelines do not hold."""
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(data=blob)
-    foreign = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
+    foreign = sorted(set(untrusted) - TRUSTED_TYPES)
     if foreign:
-        raise DataError(f"the saved pipeline holds types outside scikit-learn/numpy/scipy: {foreign}; refusing to load it")
+        raise DataError(f"the saved pipeline holds types that spectro never saves: {foreign}; refusing to load it")
     return skops.io.loads(blob, trusted=untrusted)
 
 
