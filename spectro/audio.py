@@ -111,7 +111,8 @@ def silence_bounds(y: np.ndarray, *, top_db: float = 30.0) -> tuple[int, int]:
         energy[first:first + len(block)] = np.einsum("ij,ij->i", block, block)
     running = np.concatenate([[0.0], np.cumsum(energy)])
     frames = 1 + y.size // hop
-    rms = np.sqrt(np.maximum(running[blocks_per_frame:blocks_per_frame + frames] - running[:frames], 0) / (hop * blocks_per_frame))
+    frame_energy = running[blocks_per_frame:blocks_per_frame + frames] - running[:frames]
+    rms = np.sqrt(np.maximum(frame_energy, 0) / (hop * blocks_per_frame))
     db = 20 * np.log10(np.maximum(rms, 1e-5) / max(rms.max(), 1e-5))
     loud = np.flatnonzero(db > -top_db)
     if loud.size == 0:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
-from .fileio import atomic_open
+from .fileio import atomic_open, describe_path
 
 
 # What only resuming a run needs; inference files (best.pt, `spectro export --format slim`) leave it out.
@@ -30,7 +30,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     """Read a spectro checkpoint without unpickling arbitrary objects."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"checkpoint {str(path)!r} does not exist")
+        raise DataError(f"checkpoint {describe_path(path)} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:

@@ -7,9 +7,18 @@ import logging
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import ConfigError, SpectroError
 
 log = logging.getLogger("spectro")
+
+DESCRIPTION = """\
+Speech emotion recognition by transfer learning from ImageNet CNNs.
+
+Recordings become spectrogram pictures (images); an ImageNet network learns emotions from them
+(train); it is scored on corpora and languages it has never heard (evaluate, report), and it labels
+new audio (predict, listen, or `from spectro import Predictor`). Start with `spectro demo`, which
+runs the whole pipeline on a built-in synthetic corpus, and `spectro COMMAND --help`."""
 
 
 def _corpus_spec(text: str) -> tuple[str, str]:
@@ -32,17 +41,37 @@ def _corpus_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
-def _add_corpus_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument("--corpus", action="append", type=_corpus_spec, default=[], required=required,
-                        metavar="NAME=PATH", help="a corpus distribution; repeat for several")
-    parser.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
-                        help="a parser option, e.g. iemocap.merge_excited=false")
-    parser.add_argument("--classes", type=int, choices=[4, 5, 6, 7, 8],
-                        help="keep only this class setup's emotions (others are dropped and counted)")
+def _corpus_names() -> list[str]:
+    from .corpora import list_corpora
+
+    return list_corpora()
+
+
+def _class_spec(text: str) -> int | list[str]:
+    """--classes 4, or --classes neutral,happy,sad,angry,boredom."""
+    from .corpora import class_names
+
+    spec = int(text) if text.strip().isdigit() else [c.strip() for c in text.split(",") if c.strip()]
+    try:
+        class_names(spec)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return spec
+
+
+def _label_map(text: str) -> dict[str, str]:
+    """--map happy=positive,angry=negative."""
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(not sep or not a.strip() or not b.strip() for a, sep, b in pairs):
+        raise argparse.ArgumentTypeError(f"--map {text!r} must look like FROM=TO,FROM=TO, e.g. happy=positive,sad=negative")
+    return {a.strip(): b.strip() for a, _, b in pairs}
 
 
 def _collect_utterances(args) -> list:
-    from .manifest import count_table, read_manifest, scan_corpora, scan_report, select_classes
+    """The utterances a manifest or corpora give, relabelled by --map and kept by --classes; what is left
+    out is counted per corpus and label."""
+    from .corpora import describe_drops, select_labels
+    from .manifest import count_table, read_manifest, scan_corpora, scan_report
 
     if getattr(args, "manifest", None):
         utterances = read_manifest(args.manifest)
@@ -53,12 +82,10 @@ def _collect_utterances(args) -> list:
             if report:
                 print(report, file=sys.stderr)
         utterances = [u for scan in scans for u in scan.utterances]
-    if args.classes:
-        utterances, dropped = select_classes(utterances, args.classes)
-        if dropped:
-            detail = ", ".join(f"{c}/{e} {n}" for (c, e), n in sorted(dropped.items()))
-            print(f"dropped {sum(dropped.values())} utterance(s) outside the {args.classes}-class setup: {detail}",
-                  file=sys.stderr)
+    utterances, dropped = select_labels(utterances, args.classes, args.map)
+    if dropped:
+        print(f"dropped {sum(dropped.values())} utterance(s) outside the classes: {describe_drops(dropped)}",
+              file=sys.stderr)
     if not utterances:
         raise SpectroError("no utterances to work on")
     print(count_table(utterances))
@@ -106,7 +133,7 @@ def cmd_train(args) -> int:
     from .config import load_experiment
     from .train import Trainer
 
-    config = load_experiment(args.config, args.set)
+    config = load_experiment(args.config, args.set + ([f"train.device={args.device}"] if args.device else []))
     if args.run:
         config.run.name = args.run
     summary = Trainer(config, progress=not args.quiet).fit(resume=args.resume)
@@ -115,6 +142,15 @@ def cmd_train(args) -> int:
           f"UAR {summary['validation']['uar']:.3f}")
     print(f"checkpoints: {run_dir}/best.pt, {run_dir}/last.pt; summary: {run_dir}/summary.json")
     print(f"TensorBoard: tensorboard --logdir {Path(config.run.log_dir) / config.run.name}")
+    return 0
+
+
+def cmd_config_show(args) -> int:
+    import yaml
+
+    from .config import load_experiment, to_dict
+
+    print(yaml.safe_dump(to_dict(load_experiment(args.config, args.set)), sort_keys=False), end="")
     return 0
 
 
@@ -144,14 +180,16 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import collect_results, comparison_table, write_comparison
+    from .report import collect_results, comparison_tables, write_comparison
 
     rows = collect_results(args.paths)
     md, csv_path = write_comparison(rows, args.out)
-    header, cells = comparison_table(rows)
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    for line in [header, *cells]:
-        print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
+    for title, (header, cells) in comparison_tables(rows).items():
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+        print(title)
+        for line in [header, *cells]:
+            print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
+        print()
     print(f"written: {md}, {csv_path}")
     return 0
 
@@ -160,12 +198,16 @@ def cmd_predict(args) -> int:
     import json
 
     from .inference import Predictor
-    from .predict import expand_inputs, plot_probabilities
+    from .predict import expand_inputs, plot_paths, plot_probabilities
 
     paths = expand_inputs(args.inputs)
     if not paths:
         raise SpectroError(f"no audio files in {args.inputs}")
+    plots = plot_paths(paths, args.plot) if args.plot else {}
     predictor = Predictor.load(args.checkpoint, device=args.device, batch_size=args.batch_size, cache=not args.no_cache)
+    if set(predictor.checkpoint.get("train_corpora", [])) == {"synth"}:
+        print("warning: this checkpoint learnt from the synthetic demo corpus only; its predictions say nothing "
+              "about real speech", file=sys.stderr)
     failed = 0
     for prediction in predictor.predict_files(paths):
         failed += prediction.error is not None
@@ -176,7 +218,7 @@ def cmd_predict(args) -> int:
         else:
             _print_prediction(prediction, windows=args.segments)
         if args.plot and prediction.error is None:
-            plot_probabilities(prediction, args.plot / f"{Path(prediction.path).stem}.png")
+            plot_probabilities(prediction, plots[prediction.path])
     if failed:
         print(f"{failed} of {len(paths)} file(s) could not be scored", file=sys.stderr)
     return 1 if failed else 0
@@ -271,122 +313,195 @@ def cmd_synth(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), workers=args.workers)
+    run_demo(Path(args.out), workers=args.workers, device=args.device, progress=not args.quiet)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spectro", description=__doc__)
+    parser = argparse.ArgumentParser(prog="spectro", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(quiet=False)
+    parser.add_argument("--version", action="version", version=f"spectro {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_manifest, _add_images, _add_train, _add_config, _add_evaluate, _add_report, _add_predict,
+                _add_listen, _add_export, _add_synth, _add_demo):
+        add(sub)
+    return parser
 
-    p = sub.add_parser("manifest", help="list a corpus's utterances with their labels as CSV")
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default after its help, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or not action.option_strings or default is None or default is False or default == [] \
+                or default == argparse.SUPPRESS:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _command(sub, name: str, help: str, handler, *, progress: bool = False, device: bool | str = False):
+    """A subcommand parser with the options every command shares: -v, and --quiet and --device where
+    they mean something. `device` as text says what the default is instead of "auto"."""
+    p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_HelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debugging detail")
+    if progress:
+        p.add_argument("--quiet", action="store_true", help="no progress bars; only warnings and errors")
+    if device:
+        p.add_argument("--device", default=None if isinstance(device, str) else "auto",
+                       choices=["auto", "cpu", "cuda", "mps"],
+                       help="where the model runs; auto picks CUDA, then Apple MPS, then the CPU"
+                            + (f" (default: {device})" if isinstance(device, str) else ""))
+    p.set_defaults(handler=handler, quiet=False)
+    return p
+
+
+def _add_corpus_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--corpus", action="append", type=_corpus_spec, default=[], required=required,
+                        metavar="NAME=PATH", help=f"a corpus distribution ({', '.join(_corpus_names())}); repeatable")
+    parser.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
+                        help="a parser option, e.g. iemocap.merge_excited=false or folder.language=fr; repeatable")
+
+
+def _add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classes", type=_class_spec, metavar="N|LABEL,LABEL,...",
+                        help="keep these classes: a numbered setup (4 = neutral, happy, sad, angry; 5 = +fear; 6 = "
+                             "+disgust; 7 = +surprise; 8 = +calm) or a list such as "
+                             "neutral,happy,sad,angry,fear,disgust,boredom; others are dropped and counted (default: all)")
+    parser.add_argument("--map", type=_label_map, default={}, metavar="FROM=TO,...",
+                        help="relabel first, e.g. happy=positive,angry=negative,sad=negative (default: none)")
+
+
+def _add_manifest(sub) -> None:
+    p = _command(sub, "manifest", "list the utterances of corpora with their labels, as CSV", cmd_manifest)
     _add_corpus_arguments(p, required=True)
-    p.add_argument("--out", required=True, type=Path, metavar="FILE.csv")
-    p.set_defaults(handler=cmd_manifest)
+    _add_label_arguments(p)
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.csv", help="the manifest to write")
 
-    p = sub.add_parser("images", help="render utterances as 224x224x3 PNGs (or .npy matrices) in an ImageFolder tree")
+
+def _add_images(sub) -> None:
+    p = _command(sub, "images", "render recordings as 224x224x3 PNGs (or .npy matrices) in an ImageFolder tree",
+                 cmd_images, progress=True)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--manifest", type=Path, metavar="FILE.csv")
-    source.add_argument("--corpus", action="append", type=_corpus_spec, metavar="NAME=PATH")
-    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE")
-    p.add_argument("--classes", type=int, choices=[4, 5, 6, 7, 8])
-    p.add_argument("--feature", help="feature to render (default: mel, or the --config file's)")
-    p.add_argument("--config", type=Path, help="YAML file of feature settings (audio, spectrogram, image)")
+    source.add_argument("--manifest", type=Path, metavar="FILE.csv",
+                        help="the utterances to render, from `spectro manifest` or your own CSV")
+    source.add_argument("--corpus", action="append", type=_corpus_spec, metavar="NAME=PATH",
+                        help=f"a corpus distribution ({', '.join(_corpus_names())}); repeatable")
+    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
+                   help="a parser option, e.g. folder.language=fr; repeatable")
+    _add_label_arguments(p)
+    p.add_argument("--feature", help="the feature to render: mel, gd, mel+gd, mfcc, stats, frames (default: mel, or "
+                                     "the --config file's)")
+    p.add_argument("--config", type=Path, metavar="FILE.yaml", help="feature settings (audio, spectrogram, image, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a feature setting, e.g. image.channels=grey")
+                   help="override a feature setting, e.g. image.channels=grey; repeatable")
     p.add_argument("--augment", action="store_true",
                    help="render randomly augmented training copies (settings: augment.*) instead of the recordings")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR")
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the image tree to write or complete")
+    p.add_argument("--workers", type=int, help="processes (default: every core)")
     p.add_argument("--verify", action="store_true",
                    help="first open every finished file of the tree and render the unreadable ones again")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=cmd_images)
 
-    p = sub.add_parser("train", help="fine-tune a model on image trees, as set by a YAML config")
-    p.add_argument("config", type=Path, metavar="CONFIG.yaml")
+
+def _add_train(sub) -> None:
+    p = _command(sub, "train", "fine-tune a model on image trees, as a YAML config says", cmd_train,
+                 progress=True, device="the config's train.device, auto unless set")
+    p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="the experiment (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. train.epochs=3 (repeatable)")
+                   help="override a setting, e.g. train.epochs=3; repeatable")
     p.add_argument("--run", help="run name (default: the config file's name)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a checkpoint on test corpora; write report.md/json, plots, predictions")
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt")
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="inspect experiment configs", description="Inspect experiment configs.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = _command(actions, "show", "print a config resolved: defaults, extends, the file and --set", cmd_config_show)
+    show.add_argument("config", type=Path, metavar="CONFIG.yaml", help="the experiment")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting; repeatable")
+
+
+def _add_evaluate(sub) -> None:
+    p = _command(sub, "evaluate", "score a checkpoint on test corpora; write report.md/json, plots and predictions",
+                 cmd_evaluate, progress=True, device=True)
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt", help="a checkpoint (full or slim) or ensemble")
     p.add_argument("--corpus", action="append", type=_corpus_spec, default=[], metavar="NAME=PATH",
-                   help="a corpus to render with the checkpoint's feature settings and score")
-    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE")
+                   help="a corpus to render with the checkpoint's feature settings and score; repeatable")
+    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
+                   help="a parser option, e.g. folder.language=fr; repeatable")
     p.add_argument("--images", action="append", default=[], metavar="NAME=DIR",
-                   help="an existing image tree made with the checkpoint's feature settings")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR")
-    p.add_argument("--workers", type=int, help="processes for rendering (default: all cores)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(handler=cmd_evaluate)
+                   help="an existing image tree made with the checkpoint's feature settings; repeatable")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where the report goes")
+    p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
 
-    p = sub.add_parser("report", help="one comparison table across runs, beside the published numbers")
+
+def _add_report(sub) -> None:
+    p = _command(sub, "report", "tables of training runs and evaluations, beside the published numbers", cmd_report)
     p.add_argument("paths", nargs="+", metavar="RUN_OR_REPORT_DIR",
                    help="checkpoints/<run> folders (summary.json) or evaluate --out folders (report.json)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR")
-    p.set_defaults(handler=cmd_report)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where comparison.md and the CSVs go")
 
-    p = sub.add_parser("predict", help="emotion probabilities for new recordings")
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt")
-    p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER")
+
+def _add_predict(sub) -> None:
+    p = _command(sub, "predict", "emotion probabilities for new recordings", cmd_predict, progress=True, device=True)
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt", help="a checkpoint (full or slim)")
+    p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER", help="audio files, or folders searched for them")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--segments", action="store_true", help="also each window's result (times in the file's clock)")
-    p.add_argument("--plot", type=Path, metavar="DIR", help="save a probability bar chart per file")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--plot", type=Path, metavar="DIR", help="save a probability bar chart per file (default: none)")
     p.add_argument("--batch-size", type=int, default=8,
-                   help="windows scored at once; larger is faster on a GPU, smaller needs less memory (default: 8)")
+                   help="windows scored at once; larger is faster on a GPU, smaller needs less memory")
     p.add_argument("--no-cache", action="store_true",
                    help="build the model from the checkpoint instead of reading its cached traced copy")
-    p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser("export", help="a checkpoint as a slim checkpoint, an ONNX graph or a TorchScript module")
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt")
-    p.add_argument("--format", required=True, choices=["slim", "onnx", "torchscript"],
-                   help="slim: weights and feature settings only (predict, evaluate and Predictor read it); "
-                        "onnx, torchscript: a graph from feature arrays to class probabilities per window")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE")
-    p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("listen", help="live emotion from a microphone (needs the listen extra: sounddevice)")
-    p.add_argument("checkpoint", type=Path, nargs="?", metavar="CHECKPOINT.pt")
-    p.add_argument("--hop", type=float, default=0.5, help="seconds between readings of the rolling window (default: 0.5)")
+def _add_listen(sub) -> None:
+    p = _command(sub, "listen", "live emotion from a microphone (needs the listen extra: sounddevice)", cmd_listen,
+                 device=True)
+    p.add_argument("checkpoint", type=Path, nargs="?", metavar="CHECKPOINT.pt", help="a checkpoint (full or slim)")
+    p.add_argument("--hop", type=float, default=0.5, help="seconds between readings of the rolling window")
     p.add_argument("--seconds", type=float, metavar="N", help="record N seconds, then score the recording once")
     p.add_argument("--plot", type=Path, metavar="FILE.png",
                    help="keep a confidence chart: refreshed every hop while listening, final at the end")
     p.add_argument("--save", type=Path, metavar="FILE.wav", help="keep the audio heard")
     p.add_argument("--gate-db", type=float, default=-45.0,
-                   help="windows quieter than this RMS level (dBFS) are reported as quiet, not scored (default: -45)")
+                   help="windows quieter than this RMS level (dBFS) are reported as quiet, not scored")
     p.add_argument("--input", metavar="DEVICE", help="audio input device, by index or name (default: the system's)")
     p.add_argument("--list-inputs", action="store_true", help="list the audio input devices and exit")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="where the model runs (default: auto)")
-    p.set_defaults(handler=cmd_listen)
 
-    p = sub.add_parser("synth", help="write the built-in synthetic emotional-speech corpus")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+
+def _add_export(sub) -> None:
+    p = _command(sub, "export", "a checkpoint as a slim checkpoint, an ONNX graph or a TorchScript module", cmd_export)
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt", help="the checkpoint to export")
+    p.add_argument("--format", required=True, choices=["slim", "onnx", "torchscript"],
+                   help="slim: weights and feature settings only (predict, evaluate and Predictor read it); "
+                        "onnx, torchscript: a graph from feature arrays to class probabilities per window")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write")
+
+
+def _add_synth(sub) -> None:
+    p = _command(sub, "synth", "write the built-in synthetic emotional-speech corpus", cmd_synth)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where the corpus goes")
     p.add_argument("--speakers", type=int, default=4, help="speakers per language")
     p.add_argument("--utterances", type=int, default=8, help="utterances per speaker and emotion")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(handler=cmd_synth)
+    p.add_argument("--seed", type=int, default=0, help="the corpus is fixed by this seed")
 
-    p = sub.add_parser("demo", help="the whole pipeline on the built-in synthetic corpus")
-    p.add_argument("--out", type=Path, default=Path("checkpoints/demo"), metavar="DIR")
-    p.add_argument("--workers", type=int, help="processes for image generation (default: all cores)")
-    p.set_defaults(handler=cmd_demo)
-    return parser
+
+def _add_demo(sub) -> None:
+    p = _command(sub, "demo", "the whole pipeline on the built-in synthetic corpus", cmd_demo, progress=True,
+                 device=True)
+    p.add_argument("--out", type=Path, default=Path("checkpoints/demo"), metavar="DIR",
+                   help="where the corpus, images, checkpoints and logs go")
+    p.add_argument("--workers", type=int, help="processes for image generation (default: every core)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # spectro's own messages at INFO (DEBUG with -v); other libraries' only when they warn
+    # spectro's own messages at INFO (DEBUG with -v, WARNING with --quiet); other libraries' only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
         return args.handler(args)
     except SpectroError as error:

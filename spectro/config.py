@@ -296,7 +296,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        from .fileio import describe_path
+
+        raise ConfigError(f"config file {describe_path(path)} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -314,7 +316,7 @@ class DataConfig:
     # Each entry is one corpus: an image tree, or for multi-input models {input: tree, ...}.
     train: list[str | dict[str, str]] = dataclasses.field(default_factory=list)
     test: dict[str, str | dict[str, str]] = dataclasses.field(default_factory=dict)  # scored after training
-    classes: int = 4
+    classes: int | list[str] = 4  # a numbered setup (4, 5, 6, 7, 8) or a list of class names, e.g. with boredom
     val_speakers: list[str] = dataclasses.field(default_factory=list)  # empty: draw val_fraction per corpus
     val_fraction: float = 0.2
     missing_train: Literal["error", "skip"] = "error"  # skip: train on whichever listed trees exist
@@ -323,11 +325,32 @@ class DataConfig:
     train_augmented: list[str | dict[str, str]] = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
-        from .corpora import CLASS_SETUPS
+        from .corpora import class_names
 
         _require(bool(self.train), "data.train", self.train, "must list at least one image tree")
-        _require(self.classes in CLASS_SETUPS, "data.classes", self.classes, f"must be one of {sorted(CLASS_SETUPS)}")
+        try:
+            class_names(self.classes)
+        except ConfigError as error:
+            raise ConfigError(f"data.{error}") from None
         _require(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
+
+
+@dataclasses.dataclass
+class LabelConfig:
+    """Relabelling before classes are chosen, e.g. valence: {happy: positive, angry: negative, sad: negative}.
+
+    Applied wherever an experiment reads labels (training and test trees, and `spectro evaluate`,
+    which reads it from the checkpoint); labels it does not name keep their own name.
+    """
+
+    map: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        from .corpora import check_label
+
+        for source, target in self.map.items():
+            check_label(source, what="labels.map key")
+            check_label(target, what=f"labels.map.{source}")
 
 
 @dataclasses.dataclass
@@ -419,6 +442,7 @@ class RunConfig:
 @dataclasses.dataclass
 class ExperimentConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    labels: LabelConfig = dataclasses.field(default_factory=LabelConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)

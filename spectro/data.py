@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import FeatureConfig
-from .corpora import Utterance, class_names
+from .corpora import LabelSelection, Utterance, describe_drops
 from .errors import ConfigError, DataError
 from .images import load_array, read_feature_settings, read_image_manifest, read_tree_digests
 
@@ -112,8 +112,9 @@ def _read(path: Path) -> np.ndarray:
                         "`spectro images ...` command plus --verify") from None
 
 
-def read_image_trees(dirs: Sequence[str | Path], num_classes: int) -> tuple[list[tuple[Path, Utterance]], FeatureConfig]:
-    """Rows of the class setup from one or more image trees, which must share feature settings."""
+def read_image_trees(dirs: Sequence[str | Path], labels: LabelSelection
+                     ) -> tuple[list[tuple[Path, Utterance]], FeatureConfig]:
+    """Rows of the chosen classes (relabelled by `labels`) from image trees that share feature settings."""
     rows, settings = [], None
     for directory in dirs:
         tree_settings = read_feature_settings(directory)
@@ -122,10 +123,7 @@ def read_image_trees(dirs: Sequence[str | Path], num_classes: int) -> tuple[list
                               f"{str(dirs[0])!r}; render them with the same settings")
         settings = tree_settings
         rows += read_image_manifest(directory)
-    wanted = set(class_names(num_classes))
-    kept = [(path, utt) for path, utt in rows if utt.emotion in wanted]
-    if len(kept) < len(rows):
-        log.info("%d utterance(s) outside the %d-class setup left out", len(rows) - len(kept), num_classes)
+    kept = [(path, utt) for path, utt in ((p, labels(u)) for p, u in rows) if utt is not None]
     return kept, settings
 
 
@@ -134,9 +132,10 @@ def as_sources(entry: str | dict[str, str]) -> dict[str, str]:
     return {SINGLE_INPUT: entry} if isinstance(entry, str) else dict(entry)
 
 
-def read_sources(entries: Sequence[dict[str, str]], num_classes: int
+def read_sources(entries: Sequence[dict[str, str]], classes: int | Sequence[str], mapping: dict[str, str] | None = None
                  ) -> tuple[list[tuple[dict[str, Path], Utterance]], dict[str, FeatureConfig]]:
-    """Utterances found in every input's tree, with their per-input files and each input's settings.
+    """Utterances of the chosen classes (after `mapping`) found in every input's tree, with their
+    per-input files and each input's settings; what is left out is counted in the log, per corpus.
 
     Every entry must name the same inputs, and one input must have one set of feature settings.
     """
@@ -148,7 +147,11 @@ def read_sources(entries: Sequence[dict[str, str]], num_classes: int
             raise ConfigError(f"data entries name different inputs: {sorted(entry)} and {sorted(names)}")
         per_input = {}
         for name, tree in entry.items():
-            found, settings = read_image_trees([tree], num_classes)
+            labels = LabelSelection(classes, mapping)
+            found, settings = read_image_trees([tree], labels)
+            if labels.dropped:
+                log.info("%s: %d utterance(s) outside the classes left out (%s)", tree, sum(labels.dropped.values()),
+                         describe_drops(labels.dropped))
             if features.setdefault(name, settings) != settings:
                 raise ConfigError(f"input {name!r}: {tree!r} was made with other feature settings than the other "
                                   f"{name!r} trees; render them with the same settings")

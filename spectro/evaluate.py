@@ -28,7 +28,8 @@ from .images import (build_image_dataset, image_relpath, read_augmentation, read
 from .inference import predict_proba, resolve_device
 from .leakage import TrainingRecord
 from .locks import job_lock
-from .manifest import scan_corpora, select_classes
+from .corpora import LabelSelection, select_labels
+from .manifest import scan_corpora
 from .metrics import confusion_figure, detailed_metrics
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
     inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
     classes = list(state["classes"])
     with job_lock(out_dir, "spectro evaluate"):
-        sets = _render_corpora(corpora, corpus_options, inputs, classes, out_dir, workers=workers, progress=progress)
-        sets |= _read_trees(image_trees or {}, inputs, classes, checkpoint)
+        mapping = state["config"].get("labels", {}).get("map", {})  # the training's relabelling, e.g. valence
+        sets = _render_corpora(corpora, corpus_options, inputs, classes, mapping, out_dir, workers=workers,
+                               progress=progress)
+        sets |= _read_trees(image_trees or {}, inputs, classes, mapping, checkpoint)
         if not sets:
             raise ConfigError("nothing to evaluate: pass --corpus NAME=PATH or --images NAME=DIR")
         warnings = check_held_out(state, sets)
@@ -76,13 +79,13 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
     return report
 
 
-def _render_corpora(corpora, corpus_options, inputs: dict[str, FeatureConfig], classes: list[str], out_dir: Path, *,
-                    workers: int | None, progress: bool) -> dict[str, TestSet]:
+def _render_corpora(corpora, corpus_options, inputs: dict[str, FeatureConfig], classes: list[str], mapping: dict,
+                    out_dir: Path, *, workers: int | None, progress: bool) -> dict[str, TestSet]:
     """Each corpus rendered with every input's settings into ``out_dir/images`` (resumable)."""
     single = list(inputs) == [SINGLE_INPUT]
     sets = {}
     for scan in scan_corpora(list(corpora), corpus_options):
-        kept, dropped = select_classes(scan.utterances, len(classes))
+        kept, dropped = select_labels(scan.utterances, classes, mapping)
         rejected, paths, digests = set(), {}, {}
         for name, features in inputs.items():
             tree = out_dir / "images" / scan.corpus if single else out_dir / "images" / name / scan.corpus
@@ -96,7 +99,7 @@ def _render_corpora(corpora, corpus_options, inputs: dict[str, FeatureConfig], c
     return sets
 
 
-def _read_trees(image_trees: dict[str, str], inputs: dict[str, FeatureConfig], classes: list[str],
+def _read_trees(image_trees: dict[str, str], inputs: dict[str, FeatureConfig], classes: list[str], mapping: dict,
                 checkpoint) -> dict[str, TestSet]:
     """Existing image trees made with the checkpoint's settings (single-input models only)."""
     sets = {}
@@ -110,9 +113,10 @@ def _read_trees(image_trees: dict[str, str], inputs: dict[str, FeatureConfig], c
             raise ConfigError(f"image tree {tree!r} was made with other feature settings than {checkpoint}; "
                               f"pass the corpus itself (--corpus) so it is rendered with the checkpoint's settings")
         rows = read_image_manifest(tree)
-        image_of = {u.path: p for p, u in rows}
-        kept, dropped = select_classes([u for _, u in rows], len(classes))
-        sets[name] = TestSet([({SINGLE_INPUT: image_of[u.path]}, u) for u in kept],
+        selection = LabelSelection(classes, mapping)
+        kept = [(path, utt) for path, utt in ((p, selection(u)) for p, u in rows) if utt is not None]
+        dropped = selection.dropped
+        sets[name] = TestSet([({SINGLE_INPUT: path}, u) for path, u in kept],
                              {e: n for (_, e), n in dropped.items()}, {"unmatched": 0, "rejected": 0},
                              read_tree_digests(tree))
     return sets

@@ -14,11 +14,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, durable: bool = Tru
     """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds.
 
     The rename alone protects against killed processes; `durable` also fsyncs, against power loss,
-    at a cost that matters only when writing thousands of small files.
+    at a cost that matters only when writing thousands of small files. The file's permissions follow
+    the umask, as with ``open()``, so colleagues can read shared outputs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what a plain open() would give
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -32,6 +34,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, durable: bool = Tru
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     """Delete temporaries left by writes that were killed; returns how many were removed."""
     removed = 0
@@ -40,3 +48,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
             tmp.unlink()
             removed += 1
     return removed
+
+
+def describe_path(path: str | os.PathLike) -> str:
+    """`path` as given, plus the folder it was resolved against when it is relative, for error messages."""
+    path = Path(path)
+    return repr(str(path)) if path.is_absolute() else f"{str(path)!r} (looked for in {os.getcwd()})"

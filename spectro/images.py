@@ -30,7 +30,7 @@ from .config import FeatureConfig, WaveformAugmentConfig, from_dict, to_dict
 from .corpora import Utterance
 from .errors import DataError, StorageError
 from .features import is_image_feature, window_arrays
-from .fileio import atomic_open, remove_stale_temporaries
+from .fileio import atomic_open, describe_path, remove_stale_temporaries
 from .locks import job_lock
 from .manifest import COLUMNS, write_manifest
 from .waveform_augment import augment_waveform, copy_rng
@@ -97,7 +97,8 @@ def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
     """The feature settings an image tree was made with, so training and prediction reuse them."""
     path = Path(image_dir) / SETTINGS_FILE
     if not path.is_file():
-        raise DataError(f"{str(image_dir)!r} is not a spectro image tree: {SETTINGS_FILE} is missing")
+        raise DataError(f"{describe_path(image_dir)} " + ("is not a spectro image tree: " + SETTINGS_FILE + " is missing"
+                                                          if Path(image_dir).is_dir() else "does not exist"))
     try:
         saved = json.loads(path.read_text())
         saved["features"]
@@ -379,5 +380,6 @@ def read_image_manifest(image_dir: str | Path) -> list[tuple[Path, Utterance]]:
     """(image path, utterance) for every image listed in an image tree's manifest."""
     image_dir = Path(image_dir)
     if not (image_dir / MANIFEST_FILE).is_file():
-        raise DataError(f"{str(image_dir)!r} is not a spectro image tree: {MANIFEST_FILE} is missing")
+        raise DataError(f"{describe_path(image_dir)} " + ("is not a spectro image tree: " + MANIFEST_FILE + " is missing"
+                                                          if image_dir.is_dir() else "does not exist"))
     return [(image_dir / row["image"], Utterance(**{c: row[c] for c in COLUMNS})) for row in _manifest_rows(image_dir)]

@@ -22,7 +22,8 @@ class TrainingRecord:
     train_audio: list[str]  # digests of the decoded training recordings
 
     @classmethod
-    def of(cls, train: Sequence[Utterance], validation: Sequence[Utterance], train_digests: Iterable[str]) -> "TrainingRecord":
+    def of(cls, train: Sequence[Utterance], validation: Sequence[Utterance],
+           train_digests: Iterable[str]) -> "TrainingRecord":
         return cls(sorted({u.speaker for u in train}), sorted({u.speaker for u in validation}),
                    sorted({d for d in train_digests if d}))
 

@@ -34,7 +34,8 @@ def job_lock(folder: str | os.PathLike, job: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise DataError(f"{str(folder)!r} is in use by {holder}; wait for it to finish, or stop it, and run again") from None
+            raise DataError(f"{str(folder)!r} is in use by {holder}; wait for it to finish, or stop it, "
+                            "and run again") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{job} (PID {os.getpid()})\n")

@@ -8,9 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .corpora import EMOTIONS, CorpusScan, Utterance, class_names, scan_corpus
-from .errors import DataError
-from .fileio import atomic_open
+from .corpora import EMOTIONS, CorpusScan, Utterance, check_label, scan_corpus
+from .errors import ConfigError, DataError
+from .fileio import atomic_open, describe_path
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(Utterance))
 
@@ -33,10 +33,11 @@ def write_manifest(utterances: Iterable[Utterance], path: str | Path, *, extra: 
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
-    """Read a manifest CSV, checking its columns and emotion names."""
+    """Read a manifest CSV, checking its columns and that each label is a usable class name (labels
+    outside the canonical emotions are kept here; a class list or mapping must name them to use them)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"manifest {str(path)!r} does not exist")
+        raise DataError(f"manifest {describe_path(path)} does not exist")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
@@ -45,29 +46,20 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         rows = list(reader)
     utterances = []
     for line, row in enumerate(rows, start=2):
-        if row["emotion"] not in EMOTIONS:
-            raise DataError(f"manifest {str(path)!r} line {line}: emotion={row['emotion']!r} is not one of {EMOTIONS}")
+        try:
+            check_label(row["emotion"], what="emotion")
+        except ConfigError as error:
+            raise DataError(f"manifest {str(path)!r} line {line}: {error}") from None
         utterances.append(Utterance(**{c: row[c] for c in COLUMNS}))
     return utterances
-
-
-def select_classes(utterances: Iterable[Utterance], num_classes: int) -> tuple[list[Utterance], Counter]:
-    """Keep the utterances of a class setup; count the rest by (corpus, emotion). Never relabels."""
-    wanted = set(class_names(num_classes))
-    kept, dropped = [], Counter()
-    for utt in utterances:
-        if utt.emotion in wanted:
-            kept.append(utt)
-        else:
-            dropped[(utt.corpus, utt.emotion)] += 1
-    return kept, dropped
 
 
 def count_table(utterances: Sequence[Utterance]) -> str:
     """A plain-text table of utterance counts per corpus (rows) and emotion (columns)."""
     counts = Counter((u.corpus, u.emotion) for u in utterances)
     corpora = sorted({u.corpus for u in utterances})
-    emotions = [e for e in EMOTIONS if any(e == u.emotion for u in utterances)]
+    present = {u.emotion for u in utterances}
+    emotions = [e for e in EMOTIONS if e in present] + sorted(present - set(EMOTIONS))
     speakers = {c: len({u.speaker for u in utterances if u.corpus == c}) for c in corpora}
     header = ["corpus", "speakers", *emotions, "total"]
     rows = [[c, str(speakers[c]), *(str(counts[(c, e)]) for e in emotions),

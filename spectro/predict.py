@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -21,6 +22,18 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     return paths
+
+
+def plot_paths(paths: list[Path], folder: Path) -> dict[str, Path]:
+    """A chart file in `folder` for each input, named by its path below the inputs' common folder, so that
+    two files with one name in different folders keep separate charts."""
+    from .errors import ConfigError
+
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--plot {str(folder)!r} is a file; give a folder for the charts")
+    resolved = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath([p.parent for p in resolved]))
+    return {str(p): folder / r.relative_to(common).with_suffix(".png") for p, r in zip(paths, resolved)}
 
 
 def plot_probabilities(prediction: Prediction, path: Path) -> Path:

@@ -89,54 +89,82 @@ def render_evaluation(report: dict) -> str:
 
 
 def collect_results(paths: Sequence[str | Path]) -> list[dict]:
-    """One row per training run (``summary.json``) or evaluation (``report.json``) folder."""
+    """One row per training run (``summary.json``) or evaluation (``report.json``) folder.
+
+    Each row: kind ("run" or "evaluation"), run, model, classes (names), feature, train_corpora,
+    validation (metrics or None), tests (corpus -> metrics with n and, where known, ci95), and
+    epochs (runs) or checkpoint (evaluations).
+    """
     rows = []
     for path in map(Path, paths):
         if (path / "report.json").is_file():
             report = json.loads((path / "report.json").read_text())
-            val = report.get("validation") or {}
-            rows.append({"run": report["run"], "model": report["model"], "classes": len(report["classes"]),
-                         "feature": report["feature"], "train_corpora": report["train_corpora"],
-                         "val_accuracy": val.get("accuracy"), "val_uar": val.get("uar"), "val_macro_f1": val.get("macro_f1"),
-                         "test": {n: _scores(m) for n, m in report["corpora"].items()}})
+            rows.append({"kind": "evaluation", "run": report["run"], "model": report["model"],
+                         "classes": report["classes"], "feature": report["feature"],
+                         "train_corpora": report["train_corpora"], "validation": report.get("validation"),
+                         "tests": report["corpora"], "checkpoint": report["checkpoint"],
+                         "warnings": report.get("warnings", [])})
         elif (path / "summary.json").is_file():
             summary = json.loads((path / "summary.json").read_text())
-            rows.append({"run": summary["run"], "model": summary["model"], "classes": len(summary["classes"]),
+            rows.append({"kind": "run", "run": summary["run"], "model": summary["model"], "classes": summary["classes"],
                          "feature": summary["feature"], "train_corpora": summary.get("train_corpora", []),
-                         "val_accuracy": summary["validation"]["accuracy"], "val_uar": summary["validation"]["uar"],
-                         "val_macro_f1": summary["validation"].get("macro_f1"),
-                         "test": {n: _scores(m) for n, m in summary["test"].items()}})
+                         "validation": summary["validation"], "tests": summary["test"],
+                         "epochs": f"{summary.get('best_epoch', '')} of {summary.get('epochs_run', '')}"})
         else:
             raise DataError(f"{str(path)!r} holds neither a training summary.json nor an evaluation report.json")
     return rows
 
 
-def _scores(metrics: dict) -> dict:
-    return {k: metrics.get(k) for k in ("accuracy", "uar", "macro_f1")}
+TABLES = (("run", "Training runs"), ("evaluation", "Evaluations"))
 
 
-def comparison_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells: our numbers per test corpus, then the published ones and our difference."""
-    tests = sorted({name for row in rows for name in row["test"]})
-    header = ["run", "model", "classes", "features", "training corpora", "val acc %", "val UAR %", "val macro-F1 %"]
-    header += [f"{t} {k} %" for t in tests for k in ("acc", "UAR", "macro-F1")]
-    header += ["published val acc %", "Δ val acc", "published EMO-DB acc %", "Δ EMO-DB acc"]
+def comparison_tables(rows: list[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """For each kind of row present, its title -> (header, cells): validation scores, then each test
+    corpus's n, accuracy, UAR and macro-F1 (% with 95% intervals), then, only where a row matches a
+    published one, the published accuracies and our difference."""
+    tables = {}
+    for kind, title in TABLES:
+        chosen = [r for r in rows if r["kind"] == kind]
+        if chosen:
+            tables[title] = _table(chosen, extra="epochs (best of)" if kind == "run" else "checkpoint")
+    return tables
+
+
+def _table(rows: list[dict], *, extra: str) -> tuple[list[str], list[list[str]]]:
+    tests = sorted({name for row in rows for name in row["tests"]})
+    published = [published_row(r["model"], len(r["classes"]), r["feature"]) for r in rows]
+    header = ["run", "model", "classes", "features", "training corpora", extra,
+              "val n", "val acc %", "val UAR %", "val macro-F1 %"]
+    header += [f"{t} {k}" for t in tests for k in ("n", "acc % (95% CI)", "UAR % (95% CI)", "macro-F1 %")]
+    if any(published):
+        header += ["published val acc %", "Δ val acc", "published EMO-DB acc %", "Δ EMO-DB acc"]
     cells = []
-    for row in rows:
-        line = [row["run"], row["model"], str(row["classes"]), row["feature"], ", ".join(row["train_corpora"]),
-                _pct(row["val_accuracy"]), _pct(row["val_uar"]), _pct(row.get("val_macro_f1"))]
+    for row, match in zip(rows, published):
+        val = row["validation"] or {}
+        line = [row["run"], row["model"], str(len(row["classes"])), row["feature"], ", ".join(row["train_corpora"]),
+                str(row.get("epochs", row.get("checkpoint", ""))), str(val.get("n", "")), _pct(val.get("accuracy")),
+                _pct(val.get("uar")), _pct(val.get("macro_f1"))]
         for t in tests:
-            line += [_pct(row["test"].get(t, {}).get(k)) for k in ("accuracy", "uar", "macro_f1")]
-        published = published_row(row["model"], row["classes"], row["feature"])
-        ours_emodb = row["test"].get("emodb", {}).get("accuracy")
-        if published:
-            line += [f"{published.val_accuracy:.2f}", _delta(row["val_accuracy"], published.val_accuracy),
-                     "" if published.emodb_accuracy is None else f"{published.emodb_accuracy:.2f}",
-                     _delta(ours_emodb, published.emodb_accuracy)]
-        else:
-            line += ["", "", "", ""]
+            m = row["tests"].get(t)
+            line += ["", "", "", ""] if m is None else [str(m.get("n", "")), _with_ci(m, "accuracy"), _with_ci(m, "uar"),
+                                                        _pct(m.get("macro_f1"))]
+        if any(published):
+            line += _published_cells(match, val, row["tests"].get("emodb", {}))
         cells.append(line)
     return header, cells
+
+
+def _with_ci(metrics: dict, key: str) -> str:
+    ci = (metrics.get("ci95") or {}).get(key)
+    return _pct(metrics.get(key)) + (f" ({_pct(ci[0])}-{_pct(ci[1])})" if ci else "")
+
+
+def _published_cells(match: PublishedRow | None, val: dict, emodb: dict) -> list[str]:
+    if match is None:
+        return ["", "", "", ""]
+    return [f"{match.val_accuracy:.2f}", _delta(val.get("accuracy"), match.val_accuracy),
+            "" if match.emodb_accuracy is None else f"{match.emodb_accuracy:.2f}",
+            _delta(emodb.get("accuracy"), match.emodb_accuracy)]
 
 
 def _delta(ours: float | None, published: float | None) -> str:
@@ -144,15 +172,25 @@ def _delta(ours: float | None, published: float | None) -> str:
 
 
 def write_comparison(rows: list[dict], out_dir: str | Path) -> tuple[Path, Path]:
-    """``comparison.md`` and ``comparison.csv`` in `out_dir`."""
+    """``comparison.md`` (one table per kind of row) and ``comparison.csv`` (the same rows, one header,
+    a `table` column) in `out_dir`."""
     out_dir = Path(out_dir)
-    header, cells = comparison_table(rows)
-    with atomic_open(out_dir / "comparison.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([header, *cells])
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(c or "–" for c in line) + " |" for line in cells]
-    md += ["", "Published: validation and EMO-DB accuracy of the transfer-learning study; Δ = ours − published "
-               "(percentage points). UAR = unweighted average recall (balanced accuracy)."]
+    tables = comparison_tables(rows)
+    md = []
+    for title, (header, cells) in tables.items():
+        md += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(c or "–" for c in line) + " |" for line in cells] + [""]
+    md += ["n: utterances scored. Intervals: 95% bootstrap. UAR = unweighted average recall (balanced accuracy).",
+           *(["Published: validation and EMO-DB accuracy of the transfer-learning study spectro reproduces; "
+              "Δ = ours − published (percentage points)."] if any("Δ val acc" in h for h, _ in tables.values()) else [])]
     with atomic_open(out_dir / "comparison.md") as handle:
         handle.write("\n".join(md) + "\n")
+    columns = list(dict.fromkeys(c for header, _ in tables.values() for c in header))
+    with atomic_open(out_dir / "comparison.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["table", *columns])
+        for title, (header, cells) in tables.items():
+            for line in cells:
+                values = dict(zip(header, line))
+                writer.writerow([title, *(values.get(c, "") for c in columns)])
     return out_dir / "comparison.md", out_dir / "comparison.csv"

@@ -31,8 +31,8 @@ from .config import ExperimentConfig, to_dict
 from .corpora import class_names
 from .data import SINGLE_INPUT, ImageSet, as_sources, batches, class_weights, read_sources, speaker_split, tree_digests
 from .errors import ConfigError, DataError
-from .fileio import atomic_open
-from .metrics import classification_metrics, confusion_figure
+from .fileio import atomic_open, describe_path
+from .metrics import classification_metrics, confusion_figure, detailed_metrics
 from .images import read_augmentation
 from .inference import check_lengths, forward, predict_proba, resolve_device
 from .leakage import TrainingRecord
@@ -78,13 +78,14 @@ class Trainer:
         if skipped:
             log.warning("data.missing_train=skip: no image tree at %s; training without them", skipped)
         if not present:
-            raise ConfigError(f"none of the data.train image trees exist: {data.train}; make them with `spectro images`")
+            trees = ", ".join(describe_path(t) for e in entries for t in e.values())
+            raise ConfigError(f"none of the data.train image trees exist: {trees}; make them with `spectro images`")
         self.train_trees = [next(iter(e.values())) if len(e) == 1 else e for e in present]
         augmented = [as_sources(e) for e in data.train_augmented]
         _check_augmentation(present, "data.train", expected=False)
         _check_augmentation(augmented, "data.train_augmented", expected=True)
         _check_augmentation([as_sources(t) for t in data.test.values()], "data.test", expected=False)
-        rows, self.features = read_sources(present, data.classes)
+        rows, self.features = read_sources(present, data.classes, self.config.labels.map)
         if len({json.dumps(to_dict(f.audio), sort_keys=True) for f in self.features.values()}) > 1:
             raise ConfigError("the inputs were rendered with different audio settings; one recording must be "
                               "conditioned one way for all inputs")
@@ -94,7 +95,7 @@ class Trainer:
                                            val_fraction=data.val_fraction, seed=seed)
         self.test_rows = {}
         for name, tree in data.test.items():
-            self.test_rows[name], test_features = read_sources([as_sources(tree)], data.classes)
+            self.test_rows[name], test_features = read_sources([as_sources(tree)], data.classes, self.config.labels.map)
             if test_features != self.features:
                 raise ConfigError(f"data.test.{name}: {tree!r} was made with other feature settings (or inputs) than "
                                   "the training images; render it with the training settings")
@@ -122,7 +123,7 @@ class Trainer:
         """Augmented copies of the training split's recordings; copies of any other recording are left out."""
         if not entries:
             return []
-        rows, features = read_sources(entries, self.config.data.classes)
+        rows, features = read_sources(entries, self.config.data.classes, self.config.labels.map)
         if features != self.features:
             raise ConfigError("data.train_augmented trees were made with other feature settings (or inputs) than "
                               "data.train; render them with the same settings and --augment")
@@ -437,7 +438,7 @@ class Trainer:
                                   channels_last=self.channels_last)
         val_loss = nn.functional.nll_loss(val_probs.clamp_min(1e-12).log(), self.val_set.labels).item()
         val = {**classification_metrics(self.val_set.labels.tolist(), val_probs.argmax(1).tolist(),
-                                        labels=range(len(self.classes))), "loss": val_loss}
+                                        labels=range(len(self.classes))), "loss": val_loss, "n": len(self.val_set)}
         lrs = [group["lr"] for group in self.optimizer.param_groups] if self.optimizer else [None, None]
         if self.plateau is not None and self.scheduler.last_epoch >= self.warmup_steps:
             self.plateau.step(val["uar"])
@@ -472,32 +473,39 @@ class Trainer:
         best = load_checkpoint(best_path, map_location=self.device)
         self.model.load_state_dict(best["model"])
         best_epoch = next(h for h in self.history if h["epoch"] == best["best"]["epoch"])
-        val_best = best_epoch["val"]
         summary = {"run": self.config.run.name, "model": self.config.model.name, "classes": list(self.classes),
                    "feature": self._feature_label, "train": self.train_trees, "train_corpora": self.train_corpora,
                    "best_epoch": best["best"]["epoch"], "epochs_run": len(self.history),
-                   "validation": val_best, "test": {}, **({"search": best_epoch["search"]} if "search" in best_epoch else {})}
+                   "validation": best_epoch["val"], "test": {}, **({"search": best_epoch["search"]} if "search" in best_epoch else {})}
         for name, rows in self.test_rows.items():
             test_set = ImageSet([p for p, _ in rows], [u for _, u in rows], self.classes, desc=f"test {name}",
                                 progress=self.progress)
             probs = predict_proba(self.model, test_set, device=self.device, batch_size=2 * self.config.train.batch_size,
                                   channels_last=self.channels_last)
-            metrics = classification_metrics(test_set.labels.tolist(), probs.argmax(1).tolist(),
-                                             labels=range(len(self.classes)))
-            summary["test"][name] = {**metrics, "n": len(test_set)}
+            metrics = detailed_metrics(test_set.labels.tolist(), probs.argmax(1).tolist(), class_names=self.classes)
+            summary["test"][name] = metrics
             writer.add_figure(f"confusion/test_{name}", confusion_figure(metrics["confusion"], self.classes,
                                                                          title=f"test {name}"), best["best"]["epoch"])
             print(f"test {name}: n {len(test_set)}  acc {metrics['accuracy']:.3f}  uar {metrics['uar']:.3f}  "
                   f"f1 {metrics['macro_f1']:.3f}", flush=True)
-        hparams = {"model": self.config.model.name, "pretrained": self.config.model.pretrained,
-                   "classes": len(self.classes), "feature": self._feature_label,
-                   "channels": self._first_features.image.channels, "optimizer": self.config.optim.optimizer,
-                   "lr": self.config.optim.lr, "batch_size": self.config.train.batch_size,
-                   "epochs": self.config.train.epochs, "seed": self.config.train.seed}
-        finals = {"hparam/val_accuracy": val_best["accuracy"], "hparam/val_uar": val_best["uar"],
-                  **{f"hparam/test_{n}_{k}": m[k] for n, m in summary["test"].items() for k in ("accuracy", "uar")}}
-        writer.add_hparams(hparams, finals, run_name=".")
+        self._log_hparams(writer, summary)
         return summary
+
+    def _log_hparams(self, writer, summary: dict) -> None:
+        """The run's settings and final scores in TensorBoard's HParams table. Its table prints every number
+        with five digits (16.000), so counts go in as text, as they should read."""
+        cfg = self.config
+        settings = {"model": cfg.model.name, "pretrained": cfg.model.pretrained, "classes": len(self.classes),
+                    "feature": self._feature_label, "channels": self._first_features.image.channels,
+                    "training corpora": ", ".join(self.train_corpora), "optimizer": cfg.optim.optimizer,
+                    "lr": cfg.optim.lr, "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs,
+                    "class_balance": cfg.train.class_balance, "seed": cfg.train.seed}
+        settings = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in settings.items()}
+        val = summary["validation"]
+        finals = {"hparam/val_accuracy": val["accuracy"], "hparam/val_uar": val["uar"],
+                  "hparam/val_macro_f1": val["macro_f1"],
+                  **{f"hparam/test_{n}_{k}": m[k] for n, m in summary["test"].items() for k in ("accuracy", "uar", "macro_f1")}}
+        writer.add_hparams(settings, finals, run_name=".")
 
 
 class TrainingStopped(KeyboardInterrupt):

@@ -19,7 +19,7 @@ from spectro.features import feature_matrix, frame_descriptors, utterance_statis
 from spectro.images import load_array, build_image_dataset, read_image_manifest
 from spectro.models import create_model
 from spectro.models.classical import load_pipeline
-from spectro.report import collect_results, comparison_table
+from spectro.report import collect_results, comparison_tables
 from spectro.train import Trainer, predict_proba
 from spectro.waveform_augment import add_noise, augment_waveform, random_trim
 
@@ -358,7 +358,7 @@ def test_report_lists_baselines_and_cnns_with_macro_f1(trees, tmp_path):
     for model, tree in (("lda", "stats"), ("conv1d", "frames")):
         Trainer(experiment(tmp_path, trees[tree, "a"], trees[tree, "b"], model), progress=False).fit()
     rows = collect_results([tmp_path / "ck" / "lda", tmp_path / "ck" / "conv1d"])
-    header, cells = comparison_table(rows)
+    (header, cells), = comparison_tables(rows).values()
     assert {"val macro-F1 %", "langb macro-F1 %"} <= set(header)
     summary = json.loads((tmp_path / "ck" / "conv1d" / "summary.json").read_text())
     line = dict(zip(header, cells[1]))

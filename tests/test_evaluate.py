@@ -114,7 +114,7 @@ def test_an_image_tree_with_other_settings_is_refused(trained, tmp_path):
         evaluate_checkpoint(checkpoint, tmp_path / "out", image_trees={"b": str(tmp_path / "grey")}, progress=False)
 
 
-def test_report_puts_published_numbers_beside_ours(trained, tmp_path, capsys):
+def test_report_keeps_runs_and_evaluations_apart_with_n_intervals_and_published_numbers(trained, tmp_path, capsys):
     root, checkpoint = trained
     evaluate_checkpoint(checkpoint, tmp_path / "eval", corpora=[("synth", str(root / "b"))], workers=1,
                         n_bootstrap=50, progress=False)
@@ -122,16 +122,31 @@ def test_report_puts_published_numbers_beside_ours(trained, tmp_path, capsys):
     resnet_run.mkdir()
     (resnet_run / "summary.json").write_text(json.dumps({
         "run": "resnet50_mel_4class", "model": "resnet50", "classes": ["neutral", "happy", "sad", "angry"],
-        "feature": "mel", "train_corpora": ["ravdess", "tess"], "validation": {"accuracy": 0.8, "uar": 0.79},
-        "test": {"emodb": {"accuracy": 0.6, "uar": 0.55}}}))
+        "feature": "mel", "train_corpora": ["ravdess", "tess"], "best_epoch": 3, "epochs_run": 5,
+        "validation": {"accuracy": 0.8, "uar": 0.79, "n": 160},
+        "test": {"emodb": {"accuracy": 0.6, "uar": 0.55, "macro_f1": 0.5, "n": 339,
+                           "ci95": {"accuracy": [0.55, 0.65], "uar": [0.5, 0.6]}}}}))
     assert main(["report", str(tmp_path / "eval"), str(resnet_run), "--out", str(tmp_path / "cmp")]) == 0
-    table = (tmp_path / "cmp" / "comparison.md").read_text()
-    resnet_line = next(line for line in table.splitlines() if line.startswith("| resnet50_mel_4class"))
-    assert "| 75.76 | +4.24 | 64.60 | -4.60 |" in resnet_line
-    tiny_line = next(line for line in table.splitlines() if line.startswith("| tiny"))
-    assert tiny_line.endswith("| – | – | – | – |")
+    printed = capsys.readouterr().out
+    assert printed.index("Training runs") < printed.index("Evaluations")
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    runs, evaluations = text.split("## Evaluations")
+    assert "## Training runs" in runs and "resnet50_mel_4class" in runs and "| tiny" not in runs
+    assert "| tiny" in evaluations and "resnet50" not in evaluations
+    resnet_line = next(line for line in runs.splitlines() if line.startswith("| resnet50_mel_4class"))
+    assert "| 3 of 5 | 160 | 80.00 | 79.00 |" in resnet_line
+    assert "| 339 | 60.00 (55.00-65.00) | 55.00 (50.00-60.00) | 50.00 |" in resnet_line
+    assert resnet_line.endswith("| 75.76 | +4.24 | 64.60 | -4.60 |")
+    # the tiny model matches no published row: its table has no published columns at all
+    assert "published" not in evaluations.split("n: utterances scored")[0]
+    tiny_line = next(line for line in evaluations.splitlines() if line.startswith("| tiny"))
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    n, ci = report["corpora"]["synth"]["n"], report["corpora"]["synth"]["ci95"]["uar"]
+    assert f"| {n} |" in tiny_line and f"({100 * ci[0]:.2f}-{100 * ci[1]:.2f})" in tiny_line
     with open(tmp_path / "cmp" / "comparison.csv", newline="") as handle:
-        assert len(list(csv.reader(handle))) == 3
+        rows = list(csv.DictReader(handle))
+    assert [r["table"] for r in rows] == ["Training runs", "Evaluations"]
+    assert rows[0]["emodb n"] == "339" and rows[1]["synth n"] == str(n) and rows[1]["emodb n"] == ""
     with pytest.raises(Exception, match="neither a training summary.json nor an evaluation report.json"):
         from spectro.report import collect_results
 

@@ -71,7 +71,9 @@ def scan_corpus(name: str, root: str | Path, /, **options) -> CorpusScan:
             raise ConfigError(f"corpus option {name}.{key} is unknown; {name} accepts {accepted or 'no options'}")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"corpus {name}: path {str(root)!r} is not a folder")
+        from ..fileio import describe_path
+
+        raise DataError(f"corpus {name}: path {describe_path(root)} is not a folder")
     scan = parser(root.resolve(), **options)
     if not scan.utterances and not scan.unmatched:
         raise DataError(f"corpus {name}: no audio files ({', '.join(AUDIO_SUFFIXES)}) under {str(root)!r}")

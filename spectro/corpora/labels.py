@@ -1,6 +1,17 @@
-"""Canonical emotion names and the nested class setups every corpus is mapped onto."""
+"""Emotion labels: the canonical names, the numbered class setups, user class lists and mappings.
+
+Corpora are read onto canonical names. An experiment then picks its classes: a numbered setup
+(4 = neutral, happy, sad, angry; 5 = +fear; ...), or its own list such as EMO-DB's seven with
+boredom; an optional mapping relabels first, e.g. valence groups. Nothing is relabelled silently:
+every utterance left out is counted by corpus and label.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from typing import Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -14,15 +25,29 @@ CLASS_SETUPS = {
     7: ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"),
     8: ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise", "calm"),
 }
+LABEL_RULE = re.compile(r"[a-z0-9][a-z0-9_+-]*")
 
 
-def class_names(num_classes: int) -> tuple[str, ...]:
-    """The ordered emotion names of a class setup; their index is the class id."""
+def check_label(label: str, *, what: str = "label") -> str:
+    """`label` if it is a usable class name (lowercase letters, digits, '_', '+', '-'), else a ConfigError."""
+    if not isinstance(label, str) or not LABEL_RULE.fullmatch(label):
+        raise ConfigError(f"{what}={label!r} must be lowercase letters, digits, '_', '+' or '-' (e.g. 'boredom', "
+                          "'positive')")
+    return label
+
+
+def class_names(classes: int | Sequence[str]) -> tuple[str, ...]:
+    """The ordered class names of a setup number or a class list; their index is the class id."""
+    if isinstance(classes, (list, tuple)):
+        names = tuple(check_label(c, what="class") for c in classes)
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ConfigError(f"classes={list(classes)} must name at least two different classes")
+        return names
     try:
-        return CLASS_SETUPS[int(num_classes)]
+        return CLASS_SETUPS[int(classes)]
     except (KeyError, TypeError, ValueError):
         raise ConfigError(
-            f"classes={num_classes!r} is not a class setup; choose one of {sorted(CLASS_SETUPS)}"
+            f"classes={classes!r} is not a class setup; choose one of {sorted(CLASS_SETUPS)} or give a list of class names"
         ) from None
 
 
@@ -31,3 +56,41 @@ def check_emotion(emotion: str) -> str:
     if emotion not in EMOTIONS:
         raise ConfigError(f"emotion={emotion!r} is not canonical; expected one of {EMOTIONS}")
     return emotion
+
+
+class LabelSelection:
+    """Relabel through `mapping`, then keep labels that are `classes`.
+
+    Without `classes`, canonical labels and the targets of `mapping` are kept: a label that no
+    corpus convention, class list or mapping names (from a CSV manifest, say) is never used unasked.
+    What is left out is counted in `dropped` by (corpus, original label).
+    """
+
+    def __init__(self, classes: int | Sequence[str] | None = None, mapping: Mapping[str, str] | None = None):
+        self.mapping = dict(mapping or {})
+        for source, target in self.mapping.items():
+            check_label(source, what="labels.map key")
+            check_label(target, what=f"labels.map.{source}")
+        self.wanted = set(class_names(classes)) if classes is not None else set(EMOTIONS) | set(self.mapping.values())
+        self.dropped: Counter = Counter()
+
+    def __call__(self, utt):
+        """`utt` with its class label, or None (and counted) when it is not one of the classes."""
+        label = self.mapping.get(utt.emotion, utt.emotion)
+        if label not in self.wanted:
+            self.dropped[(utt.corpus, utt.emotion)] += 1
+            return None
+        return utt if label == utt.emotion else dataclasses.replace(utt, emotion=label)
+
+
+def select_labels(utterances: Iterable, classes: int | Sequence[str] | None = None,
+                  mapping: Mapping[str, str] | None = None) -> tuple[list, Counter]:
+    """The utterances a `LabelSelection` keeps (relabelled), and the count of the others."""
+    selection = LabelSelection(classes, mapping)
+    kept = [u for u in map(selection, utterances) if u is not None]
+    return kept, selection.dropped
+
+
+def describe_drops(dropped: Counter) -> str:
+    """'ravdess/calm 192, tess/fear 400': what a selection left out, per corpus and label."""
+    return ", ".join(f"{corpus}/{label} {n}" for (corpus, label), n in sorted(dropped.items()))

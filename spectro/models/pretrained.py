@@ -26,7 +26,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"weights file {str(path)!r} does not exist")
+        from ..fileio import describe_path
+
+        raise DataError(f"weights file {describe_path(path)} does not exist")
     try:
         state = load_state_dict(str(path), weights_only=True)
     except Exception as error:
