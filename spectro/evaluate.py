@@ -174,14 +174,15 @@ def _score(model, test: TestSet, name: str, classes: list[str], out_dir: Path, *
                       progress=progress)
     probs = predict_proba(model, images, device=device, batch_size=batch_size)
     predicted = probs.argmax(1).tolist()
-    metrics = detailed_metrics(images.labels.tolist(), predicted, class_names=classes, n_bootstrap=n_bootstrap)
+    metrics = detailed_metrics(images.labels.tolist(), predicted, class_names=classes, n_bootstrap=n_bootstrap,
+                               groups=[u.speaker for u in images.utterances])
     _write_predictions(out_dir / f"predictions_{name}.csv", images.utterances, predicted, probs.tolist(), classes)
     figure = confusion_figure(metrics["confusion"], classes, title=f"{title} on {name}")
     with atomic_open(out_dir / f"confusion_{name}.png", "wb") as handle:
         figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)
     log.info("%s: accuracy %.3f, UAR %.3f (n=%d)", name, metrics["accuracy"], metrics["uar"], metrics["n"])
-    return {**metrics, "dropped": test.dropped, **test.skipped}
+    return {**metrics, "speakers": len({u.speaker for u in images.utterances}), "dropped": test.dropped, **test.skipped}
 
 
 def _write_predictions(path: Path, utterances, predicted, probs, classes) -> None:

@@ -49,12 +49,13 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
 
 
 def detailed_metrics(y_true: Sequence[int], y_pred: Sequence[int], *, class_names: Sequence[str],
-                     n_bootstrap: int = 1000, seed: int = 0) -> dict:
+                     groups: Sequence[str] | None = None, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """Everything a report table needs, over the fixed class list.
 
     Adds to `classification_metrics`: Cohen's kappa, Matthews correlation, per-class precision,
     recall, F1 and support, the row-normalised confusion matrix, and bootstrap 95% intervals for
-    accuracy and UAR (utterances resampled with replacement, percentile method).
+    accuracy, UAR and macro-F1 (`bootstrap_intervals`: whole `groups`, e.g. speakers, resampled when
+    given, else utterances).
     """
     from sklearn.metrics import cohen_kappa_score, matthews_corrcoef, precision_recall_fscore_support
 
@@ -70,22 +71,41 @@ def detailed_metrics(y_true: Sequence[int], y_pred: Sequence[int], *, class_name
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                              "support": int(support[i])} for i, name in enumerate(class_names)},
         "confusion_normalised": (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).round(4).tolist(),
-        "ci95": bootstrap_intervals(y_true, y_pred, n_bootstrap=n_bootstrap, seed=seed),
+        "ci95": bootstrap_intervals(y_true, y_pred, labels=labels, groups=groups, n_bootstrap=n_bootstrap, seed=seed),
+        "ci_resamples": "speakers" if groups is not None else "utterances",
         "n": int(y_true.size),
     }
 
 
-def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0,
+def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, *, labels: Sequence[int],
+                        groups: Sequence[str] | None = None, n_bootstrap: int = 1000, seed: int = 0,
                         level: float = 0.95) -> dict:
-    """Percentile bootstrap intervals of accuracy and UAR; resamples lacking a class still count for UAR."""
+    """Percentile bootstrap intervals of accuracy, UAR and macro-F1.
+
+    With `groups` (one per utterance, e.g. its speaker) whole groups are resampled with replacement:
+    utterances of one speaker are not independent, and a corpus of ten speakers is ten draws, not
+    hundreds. A resample lacking a class still counts for UAR (over the classes present).
+    """
     import warnings
 
+    from sklearn.metrics import f1_score
+
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, y_true.size, size=(n_bootstrap, y_true.size))
-    accuracy = (y_true[draws] == y_pred[draws]).mean(axis=1)
+    if groups is not None:
+        codes = np.unique(np.asarray(groups), return_inverse=True)[1]
+        members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+        draws = [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+                 for _ in range(n_bootstrap)]
+    else:
+        draws = list(rng.integers(0, y_true.size, size=(n_bootstrap, y_true.size)))
+    scores = {"accuracy": [], "uar": [], "macro_f1": []}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a resample may miss a class; UAR is over the classes present
-        uar = np.array([balanced_accuracy_score(y_true[d], y_pred[d]) for d in draws])
+        warnings.simplefilter("ignore")  # a resample may miss a class
+        for d in draws:
+            scores["accuracy"].append(float((y_true[d] == y_pred[d]).mean()))
+            scores["uar"].append(balanced_accuracy_score(y_true[d], y_pred[d]))
+            scores["macro_f1"].append(f1_score(y_true[d], y_pred[d], labels=list(labels), average="macro",
+                                               zero_division=0))
     tail = 100 * (1 - level) / 2
     return {name: [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
-            for name, values in (("accuracy", accuracy), ("uar", uar))}
+            for name, values in scores.items()}

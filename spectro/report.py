@@ -63,13 +63,13 @@ def render_evaluation(report: dict) -> str:
     val = report.get("validation")
     if val:
         lines.append(f"- validation (held-out speakers): accuracy {_pct(val['accuracy'])}%, UAR {_pct(val['uar'])}%")
-    lines += ["", "| corpus | n | accuracy % (95% CI) | UAR % (95% CI) | macro-F1 % | kappa | MCC |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| corpus | n | speakers | accuracy % (95% CI) | UAR % (95% CI) | macro-F1 % (95% CI) | kappa | MCC |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, m in report["corpora"].items():
-        ci = m["ci95"]
-        lines.append(f"| {name} | {m['n']} | {_pct(m['accuracy'])} ({_pct(ci['accuracy'][0])}-{_pct(ci['accuracy'][1])}) "
-                     f"| {_pct(m['uar'])} ({_pct(ci['uar'][0])}-{_pct(ci['uar'][1])}) | {_pct(m['macro_f1'])} "
-                     f"| {m['kappa']:.3f} | {m['mcc']:.3f} |")
+        lines.append(f"| {name} | {m['n']} | {m.get('speakers', '')} | {_with_ci(m, 'accuracy')} | {_with_ci(m, 'uar')} "
+                     f"| {_with_ci(m, 'macro_f1')} | {m['kappa']:.3f} | {m['mcc']:.3f} |")
+    lines.append("\nIntervals: 95% percentile bootstrap, resampling whole speakers (their utterances are not "
+                 "independent).")
     for name, m in report["corpora"].items():
         classes = report["classes"]
         lines += ["", f"## {name}", "", "| class | precision % | recall % | F1 % | support |", "|---|---|---|---|---|"]

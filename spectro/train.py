@@ -482,7 +482,8 @@ class Trainer:
                                 progress=self.progress)
             probs = predict_proba(self.model, test_set, device=self.device, batch_size=2 * self.config.train.batch_size,
                                   channels_last=self.channels_last)
-            metrics = detailed_metrics(test_set.labels.tolist(), probs.argmax(1).tolist(), class_names=self.classes)
+            metrics = detailed_metrics(test_set.labels.tolist(), probs.argmax(1).tolist(), class_names=self.classes,
+                                       groups=[u.speaker for u in test_set.utterances])
             summary["test"][name] = metrics
             writer.add_figure(f"confusion/test_{name}", confusion_figure(metrics["confusion"], self.classes,
                                                                          title=f"test {name}"), best["best"]["epoch"])

@@ -212,3 +212,19 @@ def test_evaluate_scores_each_file_exactly_as_predict_does(trained, tmp_path, ca
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["windows"] == {"duration": 3.0, "hop": 1.5, "scoring": "mean of window probabilities"}
     assert "windows of 3 s every 1.5 s" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_speaker_bootstrap_is_wider_than_file_bootstrap_when_speakers_differ():
+    """Files of one speaker are not independent: ten speakers, each right or wrong as a block."""
+    from spectro.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+    speakers = np.repeat([f"s{i}" for i in range(10)], 40)
+    y_true = rng.integers(0, 4, speakers.size)
+    skill = rng.uniform(0.2, 0.95, 10)[np.repeat(np.arange(10), 40)]  # each speaker recognised at their own rate
+    y_pred = np.where(rng.random(speakers.size) < skill, y_true, (y_true + 1) % 4)
+    by_file = bootstrap_intervals(y_true, y_pred, labels=range(4), n_bootstrap=300)
+    by_speaker = bootstrap_intervals(y_true, y_pred, labels=range(4), groups=speakers, n_bootstrap=300)
+    for metric in ("accuracy", "uar", "macro_f1"):
+        width = lambda ci: ci[metric][1] - ci[metric][0]  # noqa: E731
+        assert width(by_speaker) > 1.5 * width(by_file), metric
