@@ -187,6 +187,7 @@ class Window:
     start: float
     end: float
     samples: np.ndarray
+    audio: tuple[int, int] | None = None  # sample range of real audio in `samples` (None: all of it)
 
 
 def audio_windows(y: np.ndarray, config: AudioConfig, *,
@@ -219,8 +220,9 @@ def audio_windows(y: np.ndarray, config: AudioConfig, *,
         return [Window(offset, offset + y.size / sr, y)]
     size = int(round(config.duration * sr))
     if y.size <= size:
+        before = (size - y.size) // 2 if config.align == "center" else 0
         return [Window(offset, offset + y.size / sr, fix_duration(y, sr=sr, duration=config.duration,
-                                                                  align=config.align))]
+                                                                  align=config.align), (before, before + y.size))]
     starts = window_starts(y.size, size=size, step=max(1, int(round(config.window_hop * sr))))
     return [Window(offset + s / sr, offset + (s + size) / sr, y[s:s + size]) for s in starts]
 

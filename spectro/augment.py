@@ -61,3 +61,19 @@ def spec_augment(images: torch.Tensor, *, time_masks: int, time_mask_width: floa
         fill = (images * valid).sum(dim=(2, 3), keepdim=True) / (valid.sum(dim=(2, 3), keepdim=True) * h)
         masked &= valid
     return torch.where(masked, fill, images)
+
+
+def mixup(inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor], *, alpha: float,
+          generator: torch.Generator) -> tuple[dict, dict, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018): each example blended with a partner from the same batch, with one weight
+    drawn from Beta(alpha, alpha) for the batch (all inputs of an utterance blend alike).
+
+    Returns the blended inputs, their lengths (the longer of each pair), the partners' positions and
+    the weight of the originals; the loss is ``w * loss(y) + (1 - w) * loss(y[partners])``.
+    """
+    weight = float(torch.distributions.Beta(alpha, alpha).sample())  # the global generator: saved on resume
+    size = len(next(iter(inputs.values())))
+    partners = torch.randperm(size, generator=generator)
+    blended = {name: weight * x + (1 - weight) * x[partners.to(x.device)] for name, x in inputs.items()}
+    longer = {name: torch.maximum(n, n[partners]) for name, n in lengths.items()}
+    return blended, longer, partners, weight

@@ -11,7 +11,8 @@ from .fileio import atomic_open, describe_path
 
 
 # What only resuming a run needs; inference files (best.pt, `spectro export --format slim`) leave it out.
-RESUME_ONLY = ("optimizer", "scheduler", "plateau", "scaler", "rng", "partial", "batch", "bad_epochs", "finished")
+RESUME_ONLY = ("optimizer", "scheduler", "plateau", "scaler", "rng", "partial", "batch", "bad_epochs", "finished",
+               "ema", "domain_head")
 
 
 def slim_state(state: dict) -> dict:

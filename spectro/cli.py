@@ -145,6 +145,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from .ensemble import build_ensemble
+
+    path, weights, uar = build_ensemble(args.checkpoints, args.out, validation=args.validation, speakers=args.speakers,
+                                        step=args.step, corpus_options=_corpus_options(args.corpus_option),
+                                        workers=args.workers, device=args.device, progress=not args.quiet)
+    for checkpoint, weight in zip(args.checkpoints, weights):
+        print(f"{weight:.2f}  {checkpoint}")
+    print(f"validation UAR {uar:.3f}; ensemble: {path} (give it to spectro evaluate or predict like a checkpoint)")
+    return 0
+
+
 def cmd_config_show(args) -> int:
     import yaml
 
@@ -167,9 +179,10 @@ def _named_trees(items: list[str]) -> dict[str, str]:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_checkpoint
 
-    report = evaluate_checkpoint(args.checkpoint, args.out, corpora=args.corpus, image_trees=_named_trees(args.images),
+    report = evaluate_checkpoint(args.checkpoints, args.out, corpora=args.corpus, image_trees=_named_trees(args.images),
                                  corpus_options=_corpus_options(args.corpus_option), workers=args.workers,
-                                 device=args.device, progress=not args.quiet)
+                                 device=args.device, progress=not args.quiet, adabn=args.adabn,
+                                 present_classes=args.present_classes)
     for name, m in report["corpora"].items():
         ci = m["ci95"]
         print(f"{name}: n {m['n']}  accuracy {m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}]  "
@@ -197,14 +210,15 @@ def cmd_report(args) -> int:
 def cmd_predict(args) -> int:
     import json
 
-    from .inference import Predictor
+    from .ensemble import load_predictor
     from .predict import expand_inputs, plot_paths, plot_probabilities
 
     paths = expand_inputs(args.inputs)
     if not paths:
         raise SpectroError(f"no audio files in {args.inputs}")
     plots = plot_paths(paths, args.plot) if args.plot else {}
-    predictor = Predictor.load(args.checkpoint, device=args.device, batch_size=args.batch_size, cache=not args.no_cache)
+    predictor = load_predictor(args.checkpoint.split(","), device=args.device, batch_size=args.batch_size,
+                               cache=not args.no_cache, reference=expand_inputs(args.normalise_with))
     if set(predictor.checkpoint.get("train_corpora", [])) == {"synth"}:
         print("warning: this checkpoint learnt from the synthetic demo corpus only; its predictions say nothing "
               "about real speech", file=sys.stderr)
@@ -324,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spectro {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_manifest, _add_images, _add_train, _add_config, _add_evaluate, _add_report, _add_predict,
-                _add_listen, _add_export, _add_synth, _add_demo):
+    for add in (_add_manifest, _add_images, _add_train, _add_config, _add_evaluate, _add_ensemble, _add_report,
+                _add_predict, _add_listen, _add_export, _add_synth, _add_demo):
         add(sub)
     return parser
 
@@ -426,7 +440,8 @@ def _add_config(sub) -> None:
 def _add_evaluate(sub) -> None:
     p = _command(sub, "evaluate", "score a checkpoint on test corpora; write report.md/json, plots and predictions",
                  cmd_evaluate, progress=True, device=True)
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt", help="a checkpoint (full or slim) or ensemble")
+    p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT",
+                   help="a checkpoint (full or slim), several (their probabilities averaged) or an ensemble file")
     p.add_argument("--corpus", action="append", type=_corpus_spec, default=[], metavar="NAME=PATH",
                    help="a corpus to render with the checkpoint's feature settings and score; repeatable")
     p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
@@ -435,6 +450,12 @@ def _add_evaluate(sub) -> None:
                    help="an existing image tree made with the checkpoint's feature settings; repeatable")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where the report goes")
     p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
+    p.add_argument("--adabn", action="store_true",
+                   help="re-estimate BatchNorm statistics on each test corpus's unlabelled audio first (transductive; "
+                        "the report says so)")
+    p.add_argument("--present-classes", action="store_true",
+                   help="decide among the classes each test corpus has (probabilities renormalised over them); the "
+                        "report lists the classes left out of the decision")
 
 
 def _add_report(sub) -> None:
@@ -446,7 +467,9 @@ def _add_report(sub) -> None:
 
 def _add_predict(sub) -> None:
     p = _command(sub, "predict", "emotion probabilities for new recordings", cmd_predict, progress=True, device=True)
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt", help="a checkpoint (full or slim)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT[,CHECKPOINT...]",
+                   help="a checkpoint (full or slim), several separated by commas (probabilities averaged), or an "
+                        "ensemble file")
     p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER", help="audio files, or folders searched for them")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--segments", action="store_true", help="also each window's result (times in the file's clock)")
@@ -455,6 +478,24 @@ def _add_predict(sub) -> None:
                    help="windows scored at once; larger is faster on a GPU, smaller needs less memory")
     p.add_argument("--no-cache", action="store_true",
                    help="build the model from the checkpoint instead of reading its cached traced copy")
+    p.add_argument("--normalise-with", nargs="+", default=[], metavar="AUDIO_OR_FOLDER",
+                   help="for a model trained with speaker or corpus normalisation: recordings of the same speaker or "
+                        "setting whose pooled statistics normalise every input (default: each recording's own)")
+
+
+def _add_ensemble(sub) -> None:
+    p = _command(sub, "ensemble", "choose ensemble weights on validation recordings and write the ensemble file",
+                 cmd_ensemble, progress=True, device=True)
+    p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT", help="the members, of any family")
+    p.add_argument("--validation", required=True, type=_corpus_spec, metavar="NAME=PATH",
+                   help="the corpus holding the validation speakers (rendered with each member's settings)")
+    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
+                   help="a parser option for the validation corpus; repeatable")
+    p.add_argument("--speakers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], default=[],
+                   metavar="S1,S2,...", help="validation speakers (default: those every member held out)")
+    p.add_argument("--step", type=float, default=0.1, help="the weight grid's step")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.json", help="the ensemble file to write")
+    p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
 
 
 def _add_listen(sub) -> None:

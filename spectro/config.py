@@ -125,6 +125,21 @@ class ImageConfig:
 
 
 @dataclasses.dataclass
+class NormaliseConfig:
+    """Domain normalisation (``spectro.normalise``): standardise each band of the feature over a group
+    of recordings before the picture is made; for a test corpus, with its own unlabelled audio."""
+
+    mode: Literal["none", "utterance", "speaker", "corpus"] = "none"
+    unknown_speakers: Literal["corpus", "clusters"] = "corpus"  # for corpora without speaker labels
+    clusters: int = 10  # groups found without labels, with unknown_speakers: clusters
+    range_sd: float = 3.0  # pictures: mean -/+ range_sd standard deviations span black to white
+
+    def validate(self) -> None:
+        _require(self.clusters >= 2, "normalise.clusters", self.clusters, "must be at least 2")
+        _require(self.range_sd > 0, "normalise.range_sd", self.range_sd, "must be positive")
+
+
+@dataclasses.dataclass
 class QualityConfig:
     """Checks on each recording's speech (what is left after trimming silence) before it is used.
 
@@ -154,9 +169,13 @@ class FeatureConfig:
     image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
     descriptors: DescriptorConfig = dataclasses.field(default_factory=DescriptorConfig)
     quality: QualityConfig = dataclasses.field(default_factory=QualityConfig)
+    normalise: NormaliseConfig = dataclasses.field(default_factory=NormaliseConfig)
 
     def validate(self) -> None:
         from .features import list_features
+
+        _require(not (self.feature == "stats" and self.normalise.mode == "utterance"), "normalise.mode",
+                 self.normalise.mode, "cannot standardise one statistics vector over itself; use speaker or corpus")
 
         _require(self.feature in list_features(), "feature", self.feature, f"must be one of {list_features()}")
         _require(self.descriptors.frame_mfcc <= self.spectrogram.n_mels, "descriptors.frame_mfcc",
@@ -323,6 +342,9 @@ class DataConfig:
     # trees of augmented copies (`spectro images --augment`), entries as in `train`; only the copies of
     # recordings that land in the training split are used, never those of validation speakers
     train_augmented: list[str | dict[str, str]] = dataclasses.field(default_factory=list)
+    # leave-one-corpus-out selection: validate on every recording of this training corpus (and train on
+    # the others), so epochs and settings are chosen by how well they carry to a corpus never trained on
+    val_corpus: str | None = None
 
     def validate(self) -> None:
         from .corpora import class_names
@@ -333,6 +355,8 @@ class DataConfig:
         except ConfigError as error:
             raise ConfigError(f"data.{error}") from None
         _require(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
+        _require(not (self.val_corpus and self.val_speakers), "data.val_corpus", self.val_corpus,
+                 "and data.val_speakers cannot both choose the validation data")
 
 
 @dataclasses.dataclass
@@ -422,6 +446,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     amp: bool = True  # mixed precision, CUDA only
     channels_last: bool = True  # CUDA only
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) mixing of inputs and targets; 0: off
+    ema: float = 0.0  # decay of an exponential moving average of the weights, which validation and
+    # checkpoints then use; 0: off (e.g. 0.999)
 
     def validate(self) -> None:
         _require(self.epochs > 0, "train.epochs", self.epochs, "must be positive")
@@ -430,6 +457,25 @@ class TrainConfig:
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "must be in [0, 1)")
         _require(self.early_stopping_patience >= 0, "train.early_stopping_patience", self.early_stopping_patience,
                  "must be >= 0")
+        _require(self.mixup >= 0, "train.mixup", self.mixup, "must be >= 0 (0 turns mixup off)")
+        _require(0 <= self.ema < 1, "train.ema", self.ema, "must be in [0, 1) (0 turns the average off)")
+
+
+@dataclasses.dataclass
+class AdversarialConfig:
+    """Domain-adversarial training (Ganin et al. 2016): a gradient-reversal branch learns to tell the
+    domains (training corpora, or speakers) apart from the pooled features, and the network learns to
+    make that impossible. `target` trees add unlabelled recordings of a corpus to be tested on: their
+    labels are never read, but their use is transductive, and the checkpoint records it."""
+
+    weight: float = 0.0  # of the domain loss; 0: off
+    domain: Literal["corpus", "speaker"] = "corpus"
+    target: list[str] = dataclasses.field(default_factory=list)  # image trees of unlabelled target audio
+    hidden: int = 256
+
+    def validate(self) -> None:
+        _require(self.weight >= 0, "adversarial.weight", self.weight, "must be >= 0 (0 turns it off)")
+        _require(self.hidden > 0, "adversarial.hidden", self.hidden, "must be positive")
 
 
 @dataclasses.dataclass
@@ -447,6 +493,7 @@ class ExperimentConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    adversarial: AdversarialConfig = dataclasses.field(default_factory=AdversarialConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
 

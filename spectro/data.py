@@ -34,13 +34,13 @@ class ImageSet:
     """
 
     def __init__(self, paths: Sequence[Path] | Sequence[dict[str, Path]], utterances: Sequence[Utterance],
-                 classes: Sequence[str], *, desc: str = "loading", progress: bool = True):
-        index = {name: i for i, name in enumerate(classes)}
+                 classes: Sequence[str] | None, *, desc: str = "loading", progress: bool = True):
         sources = [p if isinstance(p, dict) else {SINGLE_INPUT: p} for p in paths]
         names = list(sources[0]) if sources else [SINGLE_INPUT]
         self.utterances = list(utterances)
-        self.classes = tuple(classes)
-        self.labels = torch.tensor([index[u.emotion] for u in utterances], dtype=torch.long)
+        self.classes = tuple(classes or ())
+        index = {name: i for i, name in enumerate(self.classes)}  # no classes: unlabelled audio, labels never read
+        self.labels = torch.tensor([index[u.emotion] if classes else 0 for u in utterances], dtype=torch.long)
         self.inputs, self.lengths, counts = {}, {}, {}
         for name in names:
             self.inputs[name], self.lengths[name], counts[name] = _decode_all(

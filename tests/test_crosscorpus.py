@@ -1,0 +1,222 @@
+"""The cross-corpus levers: domain normalisation, AdaBN, ensembles, decisions among present classes."""
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tone, write_audio
+from spectro.cli import main
+from spectro.config import ExperimentConfig, FeatureConfig, from_dict
+from spectro.corpora import Utterance, scan_corpus
+from spectro.errors import ConfigError
+from spectro.evaluate import evaluate_checkpoint
+from spectro.images import build_image_dataset, image_relpath, load_array
+
+SPEAKER_NORM = {"image": {"size": 32}, "normalise": {"mode": "speaker"}}
+
+
+def _predictions(folder, corpus="synth") -> dict[str, list[float]]:
+    with open(folder / f"predictions_{corpus}.csv", newline="") as handle:
+        return {r["path"]: [float(v) for k, v in r.items() if k.startswith("p_")] for r in csv.DictReader(handle)}
+
+
+# --------------------------------------------------------------------------- domain normalisation
+def test_normalisation_statistics_never_read_labels(synth_corpus, tmp_path):
+    utterances = scan_corpus("synth", synth_corpus / "synth-a").utterances
+    relabelled = [dataclasses.replace(u, emotion=("neutral", "happy", "sad", "angry")[i % 4])
+                  for i, u in enumerate(reversed(utterances))][::-1]
+    assert [u.emotion for u in relabelled] != [u.emotion for u in utterances]
+    for mode in ("utterance", "speaker", "corpus"):
+        config = from_dict(FeatureConfig, {"image": {"size": 32}, "normalise": {"mode": mode}})
+        trees = [build_image_dataset(us, tmp_path / f"{mode}{i}", config, workers=1, progress=False).out_dir
+                 for i, us in enumerate((utterances, relabelled))]
+        for original, other in zip(utterances, relabelled):
+            np.testing.assert_array_equal(load_array(trees[0] / image_relpath(original)),
+                                          load_array(trees[1] / image_relpath(other)), err_msg=mode)
+
+
+def test_speaker_normalisation_removes_a_speakers_channel(tmp_path):
+    """Two speakers saying the same things through different channels (one dull, one quiet and bright)
+    look alike once each band is standardised over its speaker."""
+    from spectro.features import feature_matrix, recording_statistics
+    from spectro.audio import audio_windows
+    from spectro.normalise import pooled
+
+    rng = np.random.default_rng(0)
+    sources = [sum(tone(f, seconds=1.5, amplitude=a) for f, a in ((200 + 30 * i, 0.3), (900 + 50 * i, 0.1)))
+               + 0.01 * rng.normal(size=24000).astype(np.float32) for i in range(4)]
+    lowpass = lambda y: np.convolve(y, np.ones(8) / 8, mode="same").astype(np.float32)  # noqa: E731
+    speakers = {"dull": [lowpass(y) for y in sources], "bright": [np.diff(y, prepend=0).astype(np.float32) for y in sources]}
+    config = from_dict(FeatureConfig, {"normalise": {"mode": "speaker"}})
+    plain = from_dict(FeatureConfig, {})
+    mean_spectra = {}
+    for settings in (plain, config):
+        for name, recordings in speakers.items():
+            windows = [audio_windows(y, settings.audio) for y in recordings]
+            stats = pooled(recording_statistics(w, settings) for w in windows)
+            mean_spectra[settings.normalise.mode, name] = np.mean(
+                [feature_matrix(w[0].samples, settings, stats).mean(axis=1) for w in windows], axis=0)
+    gap = lambda mode: np.abs(mean_spectra[mode, "dull"] - mean_spectra[mode, "bright"]).mean()  # noqa: E731
+    assert gap("speaker") < 0.25 * gap("none")
+
+
+def test_a_corpus_without_speakers_is_normalised_by_corpus_or_by_clusters(tmp_path):
+    for i in range(12):  # a folder corpus without speaker folders: each file its own "speaker"
+        write_audio(tmp_path / "corpus" / ("happy", "sad")[i % 2] / f"take{i}.wav",
+                    tone(150 + 25 * i, seconds=1.0, amplitude=0.1 + 0.05 * (i % 3)))
+    utterances = scan_corpus("folder", tmp_path / "corpus").utterances
+    for fallback, expected in (("corpus", 1), ("clusters", 3)):
+        config = from_dict(FeatureConfig, {"image": {"size": 32}, "normalise": {
+            "mode": "speaker", "unknown_speakers": fallback, "clusters": 3}})
+        tree = build_image_dataset(utterances, tmp_path / fallback, config, workers=1, progress=False).out_dir
+        saved = json.loads((tree / "normalisation.json").read_text())
+        assert len(saved["groups"]) == expected and len(saved["assignment"]) == 12
+
+
+def test_a_tree_keeps_its_statistics_and_refuses_to_change_them(synth_corpus, tmp_path):
+    config = from_dict(FeatureConfig, SPEAKER_NORM)
+    utterances = scan_corpus("synth", synth_corpus / "synth-a").utterances
+    first_speaker = [u for u in utterances if u.speaker == "synth-a01f"]
+    tree = tmp_path / "tree"
+    build_image_dataset(first_speaker[:3], tree, config, workers=1, progress=False)
+    with pytest.raises(ConfigError, match="would change normalisation statistics"):
+        build_image_dataset(first_speaker, tree, config, workers=1, progress=False)
+    others = [u for u in utterances if u.speaker != "synth-a01f"]
+    assert build_image_dataset(first_speaker[:3] + others, tree, config, workers=1, progress=False).written == len(others)
+
+
+def _train(tree, tmp_path, name, *, model="tiny_efficientnet", seed=0):
+    from spectro.train import Trainer
+
+    return Trainer(from_dict(ExperimentConfig, {
+        "data": {"train": [str(tree)], "classes": 4, "val_speakers": ["synth-a02m"]},
+        "model": {"name": model, "pretrained": False}, "train": {"epochs": 1, "batch_size": 8, "seed": seed},
+        "run": {"name": name, "checkpoint_dir": str(tmp_path / "ck"), "log_dir": str(tmp_path / "runs")}}),
+        progress=False).fit()
+
+
+def test_a_normalised_model_is_evaluated_transductively_and_says_so(synth_corpus, tmp_path):
+    config = from_dict(FeatureConfig, SPEAKER_NORM)
+    build_image_dataset(scan_corpus("synth", synth_corpus / "synth-a").utterances, tmp_path / "tree", config,
+                        workers=1, progress=False)
+    _train(tmp_path / "tree", tmp_path, "norm")
+    checkpoint = tmp_path / "ck" / "norm" / "best.pt"
+    assert torch.load(checkpoint, weights_only=True)["inputs"]["image"]["normalise"]["mode"] == "speaker"
+    report = evaluate_checkpoint(checkpoint, tmp_path / "eval", corpora=[("synth", str(synth_corpus / "synth-b"))],
+                                 workers=1, progress=False, n_bootstrap=10)
+    assert report["normalisation"] == ["speaker"]
+    assert "speaker normalisation with statistics from each test corpus's own unlabelled audio" in report["transductive"][0]
+    assert "**transductive:** speaker normalisation" in (tmp_path / "eval" / "report.md").read_text()
+    statistics = json.loads((tmp_path / "eval" / "images" / "synth" / "normalisation.json").read_text())
+    assert sorted(statistics["groups"]) == ["speaker:synth-b01f", "speaker:synth-b02m"]  # the test speakers' own
+
+
+# --------------------------------------------------------------------------- ensembles
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory, synth_corpus):
+    root = tmp_path_factory.mktemp("ensemble")
+    build_image_dataset(scan_corpus("synth", synth_corpus / "synth-a").utterances, root / "tree",
+                        from_dict(FeatureConfig, {"image": {"size": 32}}), workers=1, progress=False)
+    _train(root / "tree", root, "one", seed=1)
+    _train(root / "tree", root, "two", seed=2)
+    return root, root / "ck" / "one" / "best.pt", root / "ck" / "two" / "best.pt"
+
+
+def test_an_ensemble_of_one_model_or_of_copies_equals_the_model(two_models, synth_corpus, tmp_path):
+    from spectro.ensemble import Member, write_ensemble
+
+    root, one, _ = two_models
+    test = [("synth", str(synth_corpus / "synth-b"))]
+    alone = evaluate_checkpoint(one, tmp_path / "alone", corpora=test, workers=1, progress=False, n_bootstrap=10)
+    copies = evaluate_checkpoint([one, one, one], tmp_path / "copies", corpora=test, workers=1, progress=False,
+                                 n_bootstrap=10)
+    ensemble = write_ensemble(tmp_path / "e.json", [Member(str(one), 0.3), Member(str(one), 0.7)],
+                              classes=alone["classes"], chosen_by={})
+    weighted = evaluate_checkpoint(ensemble, tmp_path / "weighted", corpora=test, workers=1, progress=False,
+                                   n_bootstrap=10)
+    for other in (copies, weighted):
+        for key in ("accuracy", "uar", "macro_f1", "confusion"):
+            assert other["corpora"]["synth"][key] == alone["corpora"]["synth"][key]
+    for folder in ("copies", "weighted"):
+        for path, p in _predictions(tmp_path / folder).items():
+            assert p == pytest.approx(_predictions(tmp_path / "alone")[path], abs=2e-6)
+
+
+def test_ensemble_probabilities_are_the_weighted_mean_and_predict_agrees(two_models, synth_corpus, tmp_path, capsys):
+    from spectro.ensemble import Member, write_ensemble
+
+    root, one, two = two_models
+    test = [("synth", str(synth_corpus / "synth-b"))]
+    for name, checkpoint in (("one", one), ("two", two)):
+        evaluate_checkpoint(checkpoint, tmp_path / name, corpora=test, workers=1, progress=False, n_bootstrap=10)
+    ensemble = write_ensemble(tmp_path / "e.json", [Member(str(one), 0.25), Member(str(two), 0.75)],
+                              classes=["neutral", "happy", "sad", "angry"], chosen_by={})
+    report = evaluate_checkpoint(ensemble, tmp_path / "both", corpora=test, workers=1, progress=False, n_bootstrap=10)
+    assert [m["weight"] for m in report["members"]] == [0.25, 0.75]
+    a, b, both = (_predictions(tmp_path / n) for n in ("one", "two", "both"))
+    for path in both:
+        assert both[path] == pytest.approx(0.25 * np.array(a[path]) + 0.75 * np.array(b[path]), abs=2e-6)
+    wav = next(iter(both))
+    capsys.readouterr()
+    assert main(["predict", str(ensemble), wav, "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)["probabilities"]
+    assert list(predicted.values()) == pytest.approx(both[wav], abs=1e-5)
+
+
+def test_ensemble_weights_are_chosen_on_validation_speakers(two_models, synth_corpus, tmp_path):
+    from spectro.ensemble import build_ensemble, choose_weights
+
+    labels = np.repeat(np.arange(4), 10)
+    good = np.eye(4)[labels] * 0.7 + 0.075
+    misled = np.eye(4)[(labels + 1) % 4] * 0.9 + 0.025  # confidently wrong
+    weights, uar = choose_weights([misled, good], labels, step=0.25)
+    assert weights == [0.25, 0.75] and uar == 1.0  # the most even weights that get every recording right
+    root, one, two = two_models
+    path, weights, uar = build_ensemble([one, two], tmp_path / "ens.json",
+                                        validation=("synth", str(synth_corpus / "synth-a")), workers=1, progress=False)
+    saved = json.loads(path.read_text())
+    assert saved["chosen_by"]["speakers"] == ["synth-a02m"] and saved["chosen_by"]["recordings"] == 8
+    assert sum(m["weight"] for m in saved["members"]) == pytest.approx(1) and saved["chosen_by"]["uar"] == uar
+    with pytest.raises(ConfigError, match="took part in the model's training data"):  # never training speakers
+        build_ensemble([one, two], tmp_path / "bad.json", validation=("synth", str(synth_corpus / "synth-a")),
+                       speakers=["synth-a01f"], workers=1, progress=False)
+
+
+# --------------------------------------------------------------------------- AdaBN and decisions
+def test_adabn_adapts_batchnorm_statistics_only_and_is_recorded(two_models, synth_corpus, tmp_path):
+    from spectro.checkpoint import load_trained_model
+    from spectro.data import ImageSet
+    from spectro.inference import adapt_batchnorm
+
+    root, one, _ = two_models
+    model, _ = load_trained_model(one)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = [(p, u) for p, u in __import__("spectro.images", fromlist=["x"]).read_image_manifest(root / "tree")]
+    images = ImageSet([p for p, _ in rows], [u for _, u in rows], ["neutral", "happy", "sad", "angry"], progress=False)
+    assert adapt_batchnorm(model, images, device=torch.device("cpu")) > 0
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("running_" in k or "num_batches" in k for k in changed)
+    report = evaluate_checkpoint(one, tmp_path / "eval", corpora=[("synth", str(synth_corpus / "synth-b"))], workers=1,
+                                 progress=False, n_bootstrap=10, adabn=True)
+    assert any(t.startswith("AdaBN") for t in report["transductive"])
+
+
+def test_present_classes_decide_among_the_classes_a_corpus_has(two_models, synth_corpus, tmp_path):
+    root, one, _ = two_models
+    three = [u for u in scan_corpus("synth", synth_corpus / "synth-b").utterances if u.emotion != "neutral"]
+    corpus = tmp_path / "corpus"
+    for u in three:  # a corpus that has no neutral speech
+        write_audio(corpus / u.emotion / u.speaker / f"{u.stem}.wav", __import__("soundfile").read(u.path)[0])
+    report = evaluate_checkpoint(one, tmp_path / "eval", corpora=[("folder", str(corpus))], workers=1,
+                                 progress=False, n_bootstrap=10, present_classes=True)
+    m = report["corpora"]["folder"]
+    assert m["classes_excluded"] == ["neutral"] and m["confusion"][0] == [0, 0, 0, 0]
+    assert all(row[0] == 0 for row in m["confusion"])  # nothing decided as neutral
+    for p in _predictions(tmp_path / "eval", "folder").values():
+        assert p[0] == 0 and sum(p) == pytest.approx(1, abs=1e-5)
+    assert "Classes absent from folder and left out of the decision: neutral" in (tmp_path / "eval" / "report.md").read_text()
