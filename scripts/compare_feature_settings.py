@@ -45,10 +45,10 @@ def main() -> int:
 
     from spectro.cli import _corpus_spec
     from spectro.config import FeatureConfig, apply_overrides, from_dict
-    from spectro.corpora import class_names
+    from spectro.corpora import class_names, select_labels
     from spectro.data import ImageSet, speaker_split
     from spectro.images import build_image_dataset, image_relpath
-    from spectro.manifest import scan_corpora, select_classes
+    from spectro.manifest import scan_corpora
     from spectro.metrics import classification_metrics
     from spectro.models import create_model
 
@@ -59,19 +59,21 @@ def main() -> int:
                         help="feature overrides to compare, e.g. grey:image.channels=grey")
     parser.add_argument("--work", type=Path, required=True, help="where the image trees go")
     parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--backbone", default="efficientnet_lite0",
+                        help="the frozen ImageNet network: efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     classes = class_names(args.classes)
-    by_corpus = {name: select_classes(scan_corpora([(name, path)])[0].utterances, args.classes)[0]
+    by_corpus = {name: select_labels(scan_corpora([(name, path)])[0].utterances, args.classes)[0]
                  for name, path in [*args.train, *args.test]}
     train_names, test_names = [n for n, _ in args.train], [n for n, _ in args.test]
     pooled = [u for n in train_names for u in by_corpus[n]]
     train_idx, val_idx = speaker_split(pooled, val_fraction=0.2, seed=args.seed)
-    model = create_model("efficientnet_lite0", len(classes), pretrained=True)
+    model = create_model(args.backbone, len(classes), pretrained=True)
 
     cross = [f"{a}->{b}" for a, b in permutations(train_names, 2)]
-    print(f"UAR of frozen ImageNet features + logistic regression ({args.classes} classes)")
+    print(f"UAR of frozen ImageNet {args.backbone} features + logistic regression ({args.classes} classes)")
     print(f"{'variant':<16} {'val':>6} " + " ".join(f"{c:>16}" for c in cross) + f" {'cross mean':>10} "
           + " ".join(f"{'(' + t + ')':>10}" for t in test_names))
     for variant in args.variant:
@@ -79,10 +81,17 @@ def main() -> int:
         config = from_dict(FeatureConfig, apply_overrides({}, [o for o in overrides.split(",") if o]))
         tree = args.work / name
         build_image_dataset([u for us in by_corpus.values() for u in us], tree, config, progress=False)
-        features, labels = {}, {}
-        for corpus, utterances in by_corpus.items():
-            image_set = ImageSet([tree / image_relpath(u) for u in utterances], utterances, classes, progress=False)
-            features[corpus], labels[corpus] = embed(model, image_set), image_set.labels.numpy()
+        cache = args.work / f"{name}.{args.backbone}.{args.classes}.npz"  # embeddings: the slow part
+        if cache.is_file():
+            saved = np.load(cache)
+            features = {c: saved[f"x_{c}"] for c in by_corpus}
+            labels = {c: saved[f"y_{c}"] for c in by_corpus}
+        else:
+            features, labels = {}, {}
+            for corpus, utterances in by_corpus.items():
+                image_set = ImageSet([tree / image_relpath(u) for u in utterances], utterances, classes, progress=False)
+                features[corpus], labels[corpus] = embed(model, image_set), image_set.labels.numpy()
+            np.savez(cache, **{f"x_{c}": v for c, v in features.items()}, **{f"y_{c}": v for c, v in labels.items()})
         X = np.concatenate([features[n] for n in train_names])
         y = np.concatenate([labels[n] for n in train_names])
 
