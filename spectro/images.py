@@ -165,7 +165,8 @@ def _warm_up(config: FeatureConfig) -> None:
     # Render one short noise burst before forking: the workers then inherit the imported libraries
     # and the cached filter bank and colour map instead of each paying for them (about a second).
     noise = np.random.default_rng(0).standard_normal(config.audio.sample_rate // 10).astype(np.float32)
-    window_arrays(audio_windows(noise, config.audio), config)
+    windows = audio_windows(noise, config.audio)
+    window_arrays(windows, config, recording_statistics(windows, config) if config.normalise.mode != "none" else None)
 
 
 @dataclasses.dataclass(frozen=True)

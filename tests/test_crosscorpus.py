@@ -32,8 +32,8 @@ def test_normalisation_statistics_never_read_labels(synth_corpus, tmp_path):
     assert [u.emotion for u in relabelled] != [u.emotion for u in utterances]
     for mode in ("utterance", "speaker", "corpus"):
         config = from_dict(FeatureConfig, {"image": {"size": 32}, "normalise": {"mode": mode}})
-        trees = [build_image_dataset(us, tmp_path / f"{mode}{i}", config, workers=1, progress=False).out_dir
-                 for i, us in enumerate((utterances, relabelled))]
+        trees = [build_image_dataset(us, tmp_path / f"{mode}{i}", config, workers=1 + i, progress=False).out_dir
+                 for i, us in enumerate((utterances, relabelled))]  # one process, then two: the same pictures
         for original, other in zip(utterances, relabelled):
             np.testing.assert_array_equal(load_array(trees[0] / image_relpath(original)),
                                           load_array(trees[1] / image_relpath(other)), err_msg=mode)
