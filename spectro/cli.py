@@ -487,8 +487,8 @@ def _add_ensemble(sub) -> None:
     p = _command(sub, "ensemble", "choose ensemble weights on validation recordings and write the ensemble file",
                  cmd_ensemble, progress=True, device=True)
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT", help="the members, of any family")
-    p.add_argument("--validation", required=True, type=_corpus_spec, metavar="NAME=PATH",
-                   help="the corpus holding the validation speakers (rendered with each member's settings)")
+    p.add_argument("--validation", required=True, action="append", type=_corpus_spec, metavar="NAME=PATH",
+                   help="a corpus holding validation speakers (rendered with each member's settings); repeatable")
     p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
                    help="a parser option for the validation corpus; repeatable")
     p.add_argument("--speakers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], default=[],

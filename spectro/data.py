@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .config import FeatureConfig
 from .corpora import LabelSelection, Utterance, describe_drops
 from .errors import ConfigError, DataError
-from .images import load_array, read_feature_settings, read_image_manifest, read_tree_digests
+from .images import read_feature_settings, read_image_manifest, read_tree_digests
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +22,15 @@ SINGLE_INPUT = "image"  # the input name of single-input models
 
 
 class ImageSet:
-    """The inputs of one split, decoded once: every window of every utterance, kept together.
+    """The inputs of one split: every window of every utterance, kept together, read on demand from the
+    trees' packed copies (``spectro.packed``), so memory does not grow with the split.
 
-    Each input is a tensor over windows: uint8 images (W, 3, H, W) or float16 matrices (W, F, T).
-    Matrices of different lengths (features rendered with ``audio.duration: null``) are zero-padded
-    to the longest, and `lengths` keeps each one's frame count. `owner[i]` is the utterance of
-    window i: models score windows, and an utterance's score is the mean over its windows. `paths`
-    holds one path per utterance (a single-input set) or a mapping input name -> path (multi-input).
+    Each input gives, per window, a uint8 picture (3, H, W) or a float16 matrix (F, T); matrices of
+    different lengths (features rendered with ``audio.duration: null``) are padded per batch to its
+    longest, and `lengths` keeps each window's frame count. `owner[i]` is the utterance of window i:
+    models score windows, and an utterance's score is the mean over its windows. `paths` holds one
+    path per utterance (a single-input set) or a mapping input name -> path (multi-input); with
+    `classes` None the audio is unlabelled and labels are never read.
     """
 
     def __init__(self, paths: Sequence[Path] | Sequence[dict[str, Path]], utterances: Sequence[Utterance],
@@ -39,18 +39,17 @@ class ImageSet:
         names = list(sources[0]) if sources else [SINGLE_INPUT]
         self.utterances = list(utterances)
         self.classes = tuple(classes or ())
-        index = {name: i for i, name in enumerate(self.classes)}  # no classes: unlabelled audio, labels never read
+        index = {name: i for i, name in enumerate(self.classes)}
         self.labels = torch.tensor([index[u.emotion] if classes else 0 for u in utterances], dtype=torch.long)
-        self.inputs, self.lengths, counts = {}, {}, {}
-        for name in names:
-            self.inputs[name], self.lengths[name], counts[name] = _decode_all(
-                [s[name] for s in sources], desc=desc if len(names) == 1 else f"{desc}: {name}", progress=progress)
+        self.windows = {name: WindowTable([Path(s[name]) for s in sources]) for name in names}
+        counts = {name: table.counts for name, table in self.windows.items()}
         first = counts[names[0]]
         if any(not torch.equal(c, first) for c in counts.values()):
             raise DataError(f"the inputs {names} hold different numbers of windows for one recording; render every "
                             "input with the same audio settings")
         self.owner = torch.repeat_interleave(torch.arange(len(self.utterances)), first)
         self.window_labels = self.labels[self.owner]
+        self.lengths = {name: table.lengths for name, table in self.windows.items()}
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -59,57 +58,91 @@ class ImageSet:
     def n_windows(self) -> int:
         return len(self.owner)
 
+    def stored(self, windows: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """These windows as stored (uint8 pictures, float16 matrices cut to the batch's longest), their
+        lengths in frames and their labels: what a loader hands over, to be made float on the device."""
+        order = windows.tolist()
+        inputs = {name: torch.from_numpy(table.gather(order)) for name, table in self.windows.items()}
+        return inputs, {name: n[windows] for name, n in self.lengths.items()}, self.window_labels[windows]
+
     def batch(self, windows: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-        """Model inputs of these windows by name (images scaled to [0, 1]; sequences cut to the batch's
-        longest), their lengths in frames, and their labels."""
-        inputs, lengths = {}, {}
-        for name, stored in self.inputs.items():
-            lengths[name] = self.lengths[name][windows]
-            longest = int(lengths[name].max()) if len(windows) and stored.ndim == 3 else stored.shape[-1]
-            inputs[name] = as_model_input(stored[windows][..., :longest])
-        return inputs, lengths, self.window_labels[windows]
+        """Model inputs of these windows by name (pictures scaled to [0, 1]), their lengths and labels."""
+        inputs, lengths, labels = self.stored(windows)
+        return {name: as_model_input(x) for name, x in inputs.items()}, lengths, labels
+
+    def window_shape(self, name: str = SINGLE_INPUT) -> tuple[int, ...]:
+        """One window's shape: (3, H, W) for pictures, (F,) for matrices (any length)."""
+        return self.windows[name].shape
 
     def class_counts(self) -> torch.Tensor:
         """Windows per class: what the training loss sees."""
         return torch.bincount(self.window_labels, minlength=len(self.classes))
 
 
+class WindowTable:
+    """Where each window of a list of files lies in the packed copies of their trees."""
+
+    def __init__(self, paths: list[Path]):
+        from .packed import packed_tree
+
+        trees, tree_ids, rows, counts = {}, [], [], []
+        for path in paths:
+            root = path.parent.parent  # <tree>/<label>/<file>
+            if root not in trees:
+                trees[root] = packed_tree(root)
+            tree = trees[root]
+            rel = path.relative_to(root).as_posix()
+            if rel not in tree.windows:
+                raise DataError(f"{path} is not listed in its tree's manifest; rerun `spectro images` to restore it")
+            start, count = tree.windows[rel]
+            tree_ids.append(np.full(count, list(trees).index(root)))
+            rows.append(np.arange(start, start + count))
+            counts.append(count)
+        self.trees = list(trees.values())
+        self.tree_of = np.concatenate(tree_ids) if tree_ids else np.zeros(0, dtype=np.int64)
+        self.row_of = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        self.counts = torch.tensor(counts, dtype=torch.long)
+        self.matrices = bool(self.trees) and self.trees[0].matrices
+        sizes = {t.data.shape[0] if self.matrices else t.data.shape[1:] for t in self.trees}  # matrices: any length
+        if any(t.matrices != self.matrices for t in self.trees) or len(sizes) > 1:
+            raise DataError(f"inputs of different kinds or sizes in one split: {[t.root for t in self.trees]}")
+        self.lengths = torch.from_numpy(self._lengths())
+
+    def _lengths(self) -> np.ndarray:
+        if not self.trees:
+            return np.zeros(0, dtype=np.int64)
+        if self.matrices:
+            return np.array([self.trees[t].spans[r, 1] for t, r in zip(self.tree_of, self.row_of)], dtype=np.int64)
+        return np.full(len(self.row_of), self.trees[0].data.shape[-1], dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.trees[0].data.shape[0],) if self.matrices else tuple(self.trees[0].data.shape[1:])
+
+    def gather(self, windows: list[int]) -> np.ndarray:
+        """The stored arrays of these windows, in this order; matrices padded to the longest of them."""
+        if self.matrices:
+            lengths = [int(self.lengths[w]) for w in windows]
+            out = np.zeros((len(windows), self.shape[0], max(lengths, default=1)), dtype=np.float16)
+            for i, w in enumerate(windows):
+                tree = self.trees[self.tree_of[w]]
+                first = tree.spans[self.row_of[w], 0]
+                out[i, :, :lengths[i]] = tree.data[:, first:first + lengths[i]]
+            return out
+        out = np.empty((len(windows), *self.shape), dtype=np.uint8)
+        index = np.asarray(windows, dtype=np.int64)
+        for t, tree in enumerate(self.trees):
+            picked = np.flatnonzero(self.tree_of[index] == t)
+            if picked.size:
+                rows = self.row_of[index[picked]]
+                order = np.argsort(rows)  # sorted rows read the mapping in order
+                out[picked[order]] = tree.data[rows[order]]
+        return out
+
+
 def as_model_input(stored: torch.Tensor) -> torch.Tensor:
     """Float model input from stored arrays: uint8 pictures scaled to [0, 1], matrices as they are."""
     return stored.float().div_(255) if stored.dtype == torch.uint8 else stored.float()
-
-
-def _decode_all(paths: list[Path], *, desc: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every window of every file, with each window's length and each file's window count."""
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"{len(missing)} image(s) listed in a manifest are missing, e.g. {missing[0]}; "
-                        "rerun `spectro images` to restore them")
-    with ThreadPoolExecutor() as pool:  # PNG decoding releases the GIL
-        arrays = list(tqdm(pool.map(_read, paths), total=len(paths), desc=desc, unit="img",
-                           disable=not progress, leave=False))
-    if not arrays:
-        return (torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long),
-                torch.empty(0, dtype=torch.long))
-    counts = torch.tensor([len(a) for a in arrays])
-    lengths = torch.tensor([a.shape[-1] for a in arrays]).repeat_interleave(counts)
-    shapes = {a.shape[1:-1] if a.ndim == 3 else a.shape[1:] for a in arrays}  # matrices may differ in length only
-    if len(shapes) > 1:
-        raise DataError(f"inputs of different sizes in one split: {sorted(shapes)}")
-    stacked = np.zeros((int(counts.sum()), *arrays[0].shape[1:-1], int(lengths.max())), dtype=arrays[0].dtype)
-    row = 0
-    for a in arrays:
-        stacked[row:row + len(a), ..., : a.shape[-1]] = a
-        row += len(a)
-    return torch.from_numpy(stacked), lengths, counts
-
-
-def _read(path: Path) -> np.ndarray:
-    try:
-        return load_array(path)
-    except Exception as error:  # truncated PNG, damaged .npy: PIL and numpy raise many kinds
-        raise DataError(f"cannot read {path} ({type(error).__name__}: {error}); repair the tree with the same "
-                        "`spectro images ...` command plus --verify") from None
 
 
 def read_image_trees(dirs: Sequence[str | Path], labels: LabelSelection

@@ -114,26 +114,27 @@ def common_validation_speakers(checkpoints: Sequence[str | os.PathLike]) -> list
     return sorted(shared)
 
 
-def build_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike, *, validation: tuple[str, str],
-                   speakers: Sequence[str] = (), step: float = 0.1, **options) -> tuple[Path, list[float], float]:
+def build_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                   validation: Sequence[tuple[str, str]], speakers: Sequence[str] = (), step: float = 0.1,
+                   **options) -> tuple[Path, list[float], float]:
     """Choose the members' weights by UAR on validation recordings that no member trained on (by default
-    the validation speakers they share) and write the ensemble file. `options` are those of
-    ``spectro.evaluate.Options``; returns (file, weights, validation UAR)."""
+    the validation speakers they share, in the `validation` corpora) and write the ensemble file.
+    `options` are those of ``spectro.evaluate.Options``; returns (file, weights, validation UAR)."""
     from .evaluate import Options, combined, score_member
 
     out = Path(out)
     speakers = list(speakers) or common_validation_speakers(checkpoints)
-    opts = Options(corpora=[validation], speakers=speakers, **options)
+    opts = Options(corpora=list(validation), speakers=speakers, **options)
     members = [Member(str(c), 1.0 / len(checkpoints)) for c in checkpoints]
     scored = [score_member(m.checkpoint, out.parent / f"{out.stem}.validation" / f"member{i + 1}", opts)
               for i, m in enumerate(members)]
     classes = list(scored[0].state["classes"])
-    name = next(iter(scored[0].tests))
-    test, parts = combined(name, members, scored, separate=True)
-    labels = np.array([classes.index(u.emotion) for _, u in test.rows])
+    sets = [combined(name, members, scored, separate=True) for name, test in scored[0].tests.items() if test.rows]
+    parts = [np.concatenate([p[k] for _, p in sets]) for k in range(len(members))]
+    labels = np.array([classes.index(u.emotion) for test, _ in sets for _, u in test.rows])
     weights, uar = choose_weights(parts, labels, step=step)
-    chosen_by = {"criterion": "UAR on validation recordings", "corpus": name, "speakers": speakers,
-                 "recordings": len(labels), "uar": uar, "grid_step": step}
+    chosen_by = {"criterion": "UAR on validation recordings", "corpora": [n for n, _ in validation],
+                 "speakers": speakers, "recordings": len(labels), "uar": uar, "grid_step": step}
     write_ensemble(out, [Member(m.checkpoint, w) for m, w in zip(members, weights)], classes=classes,
                    chosen_by=chosen_by)
     return out, weights, uar

@@ -109,9 +109,10 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
     mapping = state["config"].get("labels", {}).get("map", {})  # the training's relabelling, e.g. valence
     tests = _render_corpora(inputs, classes, mapping, image_dir, opts)
     tests |= _read_trees(opts.image_trees, inputs, classes, mapping, checkpoint)
-    if opts.speakers:
+    if opts.speakers:  # validation recordings for ensemble weights; corpora without such speakers drop out
         tests = {n: dataclasses.replace(t, rows=[r for r in t.rows if r[1].speaker in set(opts.speakers)])
                  for n, t in tests.items()}
+        tests = {n: t for n, t in tests.items() if t.rows}
     if not tests:
         raise ConfigError("nothing to evaluate: pass --corpus NAME=PATH or --images NAME=DIR")
     warnings = check_held_out(state, tests, against_validation=not opts.speakers)

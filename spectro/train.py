@@ -149,8 +149,8 @@ class Trainer:
 
     def _prepare_model(self) -> None:
         cfg, optim = self.config, self.config.optim
-        stored = self.train_set.inputs.get(SINGLE_INPUT)
-        self.in_channels = int(stored.shape[1]) if stored is not None and stored.ndim == 3 else None  # matrices
+        shape = self.train_set.window_shape(SINGLE_INPUT) if SINGLE_INPUT in self.train_set.windows else ()
+        self.in_channels = shape[0] if len(shape) == 1 else None  # features per frame of a matrix input
         self.model = create_model(cfg.model.name, len(self.classes), pretrained=cfg.model.pretrained,
                                   weights=cfg.model.weights, drop_rate=cfg.model.drop_rate,
                                   in_channels=self.in_channels).to(self.device)
@@ -632,11 +632,12 @@ class GracefulStop:
 
 def _vectors(images: ImageSet) -> np.ndarray:
     """The (windows, features) matrix a scikit-learn baseline reads: utterance statistics."""
-    stored = images.inputs[SINGLE_INPUT]
-    if stored.ndim != 3 or stored.shape[2] != 1:
-        raise ConfigError(f"scikit-learn baselines read one vector per utterance, not inputs of shape "
-                          f"{tuple(stored.shape[1:])}; train them on trees made with --feature stats")
-    return stored[:, :, 0].double().numpy()
+    shape = images.window_shape(SINGLE_INPUT)
+    if len(shape) != 1 or int(images.lengths[SINGLE_INPUT].max()) != 1:
+        raise ConfigError(f"scikit-learn baselines read one vector per utterance, not inputs of shape {shape}; train "
+                          "them on trees made with --feature stats")
+    stored, _, _ = images.stored(torch.arange(images.n_windows))
+    return stored[SINGLE_INPUT][:, :, 0].double().numpy()
 
 
 def _check_augmentation(entries: list[dict[str, str]], key: str, *, expected: bool) -> None:

@@ -177,12 +177,12 @@ def test_ensemble_weights_are_chosen_on_validation_speakers(two_models, synth_co
     assert weights == [0.25, 0.75] and uar == 1.0  # the most even weights that get every recording right
     root, one, two = two_models
     path, weights, uar = build_ensemble([one, two], tmp_path / "ens.json",
-                                        validation=("synth", str(synth_corpus / "synth-a")), workers=1, progress=False)
+                                        validation=[("synth", str(synth_corpus / "synth-a"))], workers=1, progress=False)
     saved = json.loads(path.read_text())
     assert saved["chosen_by"]["speakers"] == ["synth-a02m"] and saved["chosen_by"]["recordings"] == 8
     assert sum(m["weight"] for m in saved["members"]) == pytest.approx(1) and saved["chosen_by"]["uar"] == uar
     with pytest.raises(ConfigError, match="took part in the model's training data"):  # never training speakers
-        build_ensemble([one, two], tmp_path / "bad.json", validation=("synth", str(synth_corpus / "synth-a")),
+        build_ensemble([one, two], tmp_path / "bad.json", validation=[("synth", str(synth_corpus / "synth-a"))],
                        speakers=["synth-a01f"], workers=1, progress=False)
 
 
