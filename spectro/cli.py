@@ -131,7 +131,7 @@ def cmd_images(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_experiment
-    from .train import Trainer
+    from .training import Trainer
 
     config = load_experiment(args.config, args.set + ([f"train.device={args.device}"] if args.device else []))
     if args.run:

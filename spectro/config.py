@@ -444,8 +444,15 @@ class TrainConfig:
     early_stopping_patience: int = 4  # epochs without a better validation UAR; 0 disables
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    amp: bool = True  # mixed precision, CUDA only
+    # autocast in training, validation and prediction: auto is fp16 (with a gradient scaler) on CUDA, fp32 elsewhere
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the model (worth it for long GPU runs)
+    cudnn_benchmark: bool = True  # CUDA only: let cuDNN pick the fastest kernels for the fixed input size
+    accumulate: int = 1  # optimiser step every N batches of batch_size (a larger effective batch)
+    workers: int = 2  # loader processes reading batches from the packed trees; 0: in the training process
+    log_every: int = 20  # steps between progress and loss updates (each reads the loss back from the device)
+    recovery_minutes: float = 0.0  # also save last.pt mid-epoch this often (0: only at epoch ends and on signals)
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) mixing of inputs and targets; 0: off
     ema: float = 0.0  # decay of an exponential moving average of the weights, which validation and
     # checkpoints then use; 0: off (e.g. 0.999)
@@ -458,6 +465,10 @@ class TrainConfig:
         _require(self.early_stopping_patience >= 0, "train.early_stopping_patience", self.early_stopping_patience,
                  "must be >= 0")
         _require(self.mixup >= 0, "train.mixup", self.mixup, "must be >= 0 (0 turns mixup off)")
+        _require(self.accumulate >= 1, "train.accumulate", self.accumulate, "must be a positive integer")
+        _require(self.workers >= 0, "train.workers", self.workers, "must be >= 0")
+        _require(self.log_every >= 1, "train.log_every", self.log_every, "must be a positive integer")
+        _require(self.recovery_minutes >= 0, "train.recovery_minutes", self.recovery_minutes, "must be >= 0")
         _require(0 <= self.ema < 1, "train.ema", self.ema, "must be in [0, 1) (0 turns the average off)")
 
 

@@ -251,3 +251,44 @@ def class_weights(counts: torch.Tensor) -> torch.Tensor:
 
 def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The windows of each batch of one epoch, in order: weighted draws with replacement (the balanced
+    samplers) or each window once, fixed by `seed`, so that a resumed epoch draws what it drew before
+    and starts at `start_batch`. Under DistributedDataParallel every process draws the same order
+    and takes its share of each batch, so the processes together see what one process would."""
+
+    def __init__(self, n_windows: int, batch_size: int, *, seed: int, weights: torch.Tensor | None = None,
+                 start_batch: int = 0, rank: int = 0, world: int = 1):
+        generator = torch.Generator().manual_seed(seed)
+        order = (torch.multinomial(weights, n_windows, replacement=True, generator=generator) if weights is not None
+                 else torch.randperm(n_windows, generator=generator))
+        self.batches = batches(order, batch_size)
+        self.start_batch, self.rank, self.world = start_batch, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start_batch
+
+    def __iter__(self):
+        for batch in self.batches[self.start_batch:]:
+            yield torch.tensor_split(batch, self.world)[self.rank]
+
+
+class StoredBatches(torch.utils.data.Dataset):
+    """Batches of an ImageSet as stored (uint8 pictures, float16 matrices) for a DataLoader whose sampler
+    yields whole batches of window indices: float conversion and augmentation happen on the device."""
+
+    def __init__(self, images: ImageSet):
+        self.images = images
+
+    def __getitem__(self, windows: torch.Tensor):
+        return (windows, *self.images.stored(windows))
+
+
+def window_loader(images: ImageSet, sampler: torch.utils.data.Sampler, *, workers: int, pin_memory: bool):
+    """A DataLoader of stored batches; `workers` processes read them from the packed trees ahead of the step."""
+    # its own generator: the loader's seed draw must not move the global one, which dropout replays on resume
+    return torch.utils.data.DataLoader(StoredBatches(images), sampler=sampler, batch_size=None, num_workers=workers,
+                                       pin_memory=pin_memory, prefetch_factor=4 if workers else None,
+                                       generator=torch.Generator().manual_seed(0))

@@ -14,7 +14,7 @@ from .corpora import scan_corpus
 from .images import build_image_dataset
 from .manifest import count_table, write_manifest
 from .synth import generate_corpus
-from .train import Trainer
+from .training import Trainer
 
 
 def demo_config(out: Path, *, device: str = "auto") -> ExperimentConfig:

@@ -44,10 +44,11 @@ def resolve_device(name: str) -> torch.device:
 
 def forward(model: nn.Module, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
     """Call a multi-input model with the mapping, a single-input model with its one tensor (and its
-    lengths in frames, for sequence models)."""
-    if hasattr(model, "input_names"):
+    lengths in frames, for sequence models); through any DistributedDataParallel wrapper."""
+    inner = getattr(model, "module", model)
+    if hasattr(inner, "input_names"):
         return model(inputs)
-    if getattr(model, "takes_lengths", False):
+    if getattr(inner, "takes_lengths", False):
         return model(inputs[SINGLE_INPUT], lengths[SINGLE_INPUT].to(inputs[SINGLE_INPUT].device))
     return model(inputs[SINGLE_INPUT])
 
@@ -65,16 +66,20 @@ def check_lengths(model: nn.Module, images) -> None:
 
 @torch.no_grad()
 def window_probabilities(model: nn.Module, images, *, device: torch.device, batch_size: int = 64,
-                         channels_last: bool = False) -> torch.Tensor:
-    """Class probabilities (W, C) of every window of an ``ImageSet``, in order, `batch_size` at a time."""
+                         channels_last: bool = False, autocast: torch.dtype | None = None,
+                         windows: torch.Tensor | None = None) -> torch.Tensor:
+    """Class probabilities (W, C) of the windows of an ``ImageSet`` (all, or `windows`), in order,
+    `batch_size` at a time, under `autocast` if given."""
     check_lengths(model, images)
     model.eval()
     out = []
-    for index in batches(torch.arange(images.n_windows), batch_size):
-        inputs, lengths, _ = images.batch(index)
-        inputs = {name: x.to(device, memory_format=torch.channels_last if channels_last and x.ndim == 4
-                             else torch.contiguous_format) for name, x in inputs.items()}
-        out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
+    for index in batches(torch.arange(images.n_windows) if windows is None else windows, batch_size):
+        stored, lengths, _ = images.stored(index)
+        inputs = {name: as_model_input(x.to(device, non_blocking=True)).contiguous(
+            memory_format=torch.channels_last if channels_last and x.ndim == 4 else torch.contiguous_format)
+            for name, x in stored.items()}
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0, len(images.classes))
 
 
@@ -107,9 +112,10 @@ def utterance_means(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.
 
 
 def predict_proba(model: nn.Module, images, *, device: torch.device, batch_size: int = 64,
-                  channels_last: bool = False) -> torch.Tensor:
+                  channels_last: bool = False, autocast: torch.dtype | None = None) -> torch.Tensor:
     """Class probabilities (N, C) of every utterance of an ``ImageSet``: the mean over its windows."""
-    windows = window_probabilities(model, images, device=device, batch_size=batch_size, channels_last=channels_last)
+    windows = window_probabilities(model, images, device=device, batch_size=batch_size, channels_last=channels_last,
+                                   autocast=autocast)
     return utterance_means(windows, images.owner, len(images))
 
 

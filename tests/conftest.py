@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
     from spectro.corpora import scan_corpus
     from spectro.images import build_image_dataset
     from spectro.synth import generate_corpus
-    from spectro.train import Trainer
+    from spectro.training import Trainer
 
     root = tmp_path_factory.mktemp("evaluate")
     generate_corpus(root / "a", languages=("synth-a",), speakers_per_language=2, utterances_per_emotion=3, seed=5)

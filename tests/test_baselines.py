@@ -20,7 +20,9 @@ from spectro.images import load_array, build_image_dataset, read_image_manifest
 from spectro.models import create_model
 from spectro.models.classical import load_pipeline
 from spectro.report import collect_results, comparison_tables
-from spectro.train import Trainer, predict_proba
+from spectro.inference import predict_proba
+from spectro.training import Trainer, start_run
+from spectro.training.estimators import group_internal_folds
 from spectro.waveform_augment import add_noise, augment_waveform, random_trim
 
 SR = 16000
@@ -167,19 +169,20 @@ def test_a_classical_run_scales_on_training_data_searches_on_validation_and_repo
                         model={"search": True}, train={"class_balance": "none"})
     trainer = Trainer(config, progress=False)
     summary = trainer.fit()
-    scaler = trainer.model.pipeline.named_steps["scale"]
+    run = trainer.run
+    scaler = run.net.pipeline.named_steps["scale"]
     train_x = np.stack([load_array(p)[0, :, 0] for p, u in read_image_manifest(trees["stats", "a"])
                         if u.speaker != "synth-a02m"]).astype(np.float64)
     np.testing.assert_allclose(scaler.mean_, train_x.mean(axis=0))  # fitted on training speakers only
-    assert all(u.speaker != "synth-a02m" for u in trainer.train_set.utterances)
+    assert all(u.speaker != "synth-a02m" for u in run.splits.train.utterances)
     grid = summary["search"]
     assert [r["params"]["clf__C"] for r in grid] == [0.001, 0.01, 0.1, 1.0, 10.0]
     best = max(grid, key=lambda r: r["val_uar"])
-    assert trainer.model.pipeline.get_params()["clf__C"] == best["params"]["clf__C"]
+    assert run.net.pipeline.get_params()["clf__C"] == best["params"]["clf__C"]
     assert summary["validation"]["uar"] == pytest.approx(best["val_uar"])  # the search scored the same split
-    val = predict_proba(trainer.model, trainer.val_set, device=torch.device("cpu"))
+    val = predict_proba(run.net, run.splits.val, device=torch.device("cpu"))
     assert summary["validation"]["accuracy"] == pytest.approx(
-        (val.argmax(1) == trainer.val_set.labels).float().mean().item())
+        (val.argmax(1) == run.splits.val.labels).float().mean().item())
     assert summary["epochs_run"] == 1 and set(summary["test"]["langb"]) >= {"accuracy", "uar", "macro_f1"}
     state = load_checkpoint(tmp_path / "ck" / "logistic_regression" / "last.pt")
     assert state["optimizer"] is None and state["finished"]
@@ -194,7 +197,7 @@ def test_model_params_reach_the_pipeline_and_unknown_ones_are_refused(trees, tmp
                         model={"params": {"clf__n_estimators": 7}})
     trainer = Trainer(config, progress=False)
     trainer.fit()
-    assert len(trainer.model.pipeline.named_steps["clf"].estimators_) == 7
+    assert len(trainer.run.net.pipeline.named_steps["clf"].estimators_) == 7
     bad = experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "svm", model={"params": {"clf__nope": 1}},
                      run={"name": "bad", "checkpoint_dir": str(tmp_path / "ck"), "log_dir": str(tmp_path / "runs")})
     with pytest.raises(ConfigError, match="model.params"):
@@ -317,12 +320,12 @@ def test_training_uses_copies_of_training_speakers_only(trees, tmp_path):
                         data={"train_augmented": [str(trees["stats", "aug"])]})
     trainer = Trainer(config, progress=False)
     trainer.fit()
-    train_speakers = {u.speaker for u in trainer.train_set.utterances}
-    training = trainer.train_set.utterances
-    assert "synth-a02m" not in train_speakers
+    splits = trainer.run.splits
+    training = splits.train.utterances
+    assert "synth-a02m" not in {u.speaker for u in training}
     assert len(training) == 3 * len({u.path for u in training})  # each recording and its two copies
-    assert all(u.speaker == "synth-a02m" for u in trainer.val_set.utterances)
-    assert len(trainer.val_set) == len({u.path for u in trainer.val_set.utterances})  # no copies
+    assert all(u.speaker == "synth-a02m" for u in splits.val.utterances)
+    assert len(splits.val) == len({u.path for u in splits.val.utterances})  # no copies
 
 
 @pytest.mark.parametrize("where", ["train", "test"])
@@ -402,16 +405,12 @@ def test_copies_that_match_no_training_recording_are_an_error(trees, tmp_path):
 def test_internal_folds_keep_copies_of_one_recording_together(trees, tmp_path):
     config = experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "rf_mlp_ensemble",
                         data={"train_augmented": [str(trees["stats", "aug"])]})
-    trainer = Trainer(config, progress=False)
-    trainer._prepare_data()
-    trainer._prepare_model()
-    trainer._group_internal_folds()
-    assert trainer.model.pipeline.get_params()["clf__mlp__early_stopping"] is False
-    svm = Trainer(experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "svm",
-                             data={"train_augmented": [str(trees["stats", "aug"])]}), progress=False)
-    svm._prepare_data()
-    svm._prepare_model()
-    svm._group_internal_folds()
-    recordings = np.array([u.path for u in svm.train_set.utterances])
-    for train_idx, test_idx in svm.model.pipeline.get_params()["clf__cv"]:
+    run = start_run(config, progress=False)
+    group_internal_folds(run.net, run.splits.train)
+    assert run.net.pipeline.get_params()["clf__mlp__early_stopping"] is False
+    svm = start_run(experiment(tmp_path, trees["stats", "a"], trees["stats", "b"], "svm",
+                               data={"train_augmented": [str(trees["stats", "aug"])]}), progress=False)
+    group_internal_folds(svm.net, svm.splits.train)
+    recordings = np.array([u.path for u in svm.splits.train.utterances])
+    for train_idx, test_idx in svm.net.pipeline.get_params()["clf__cv"]:
         assert not set(recordings[train_idx]) & set(recordings[test_idx])

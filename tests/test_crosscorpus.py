@@ -90,7 +90,7 @@ def test_a_tree_keeps_its_statistics_and_refuses_to_change_them(synth_corpus, tm
 
 
 def _train(tree, tmp_path, name, *, model="tiny_efficientnet", seed=0):
-    from spectro.train import Trainer
+    from spectro.training import Trainer
 
     return Trainer(from_dict(ExperimentConfig, {
         "data": {"train": [str(tree)], "classes": 4, "val_speakers": ["synth-a02m"]},

@@ -60,7 +60,7 @@ def test_a_moved_evaluation_without_the_training_trees_still_refuses_training_sp
 
     from spectro.config import ExperimentConfig, from_dict
     from spectro.synth import generate_corpus
-    from spectro.train import Trainer
+    from spectro.training import Trainer
 
     project = tmp_path / "project"
     project.mkdir()

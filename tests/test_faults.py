@@ -94,7 +94,7 @@ def test_two_image_jobs_on_one_tree_the_second_is_refused_and_the_tree_completes
 
 def test_verify_repairs_a_truncated_png_that_training_would_name(synth_corpus, tmp_path):
     from spectro.config import ExperimentConfig, from_dict
-    from spectro.train import Trainer
+    from spectro.training import Trainer
 
     utterances = scan_corpus("synth", synth_corpus).utterances
     tree = tmp_path / "tree"

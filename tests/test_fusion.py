@@ -12,7 +12,7 @@ from spectro.evaluate import evaluate_checkpoint
 from spectro.images import build_image_dataset
 from spectro.models import create_model
 from spectro.synth import generate_corpus
-from spectro.train import Trainer
+from spectro.training import Trainer
 
 
 @pytest.fixture(scope="module")

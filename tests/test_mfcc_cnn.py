@@ -10,7 +10,7 @@ from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError
 from spectro.images import load_array, build_image_dataset, read_image_manifest
 from spectro.models import create_model
-from spectro.train import Trainer
+from spectro.training import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError
 from spectro.evaluate import evaluate_checkpoint
 from spectro.images import build_image_dataset
-from spectro.train import Trainer, TrainingStopped
+from spectro.training import Trainer, TrainingStopped
 
 from test_train import _signal_on_call
 

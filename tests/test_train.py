@@ -14,7 +14,10 @@ from spectro.config import ExperimentConfig, FeatureConfig, ImageConfig, from_di
 from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError, DataError
 from spectro.images import build_image_dataset
-from spectro.train import Trainer, TrainingStopped, _seed_for, lr_factor
+from spectro.data import EpochSampler
+from spectro.training import Trainer, TrainingStopped, start_run
+from spectro.training.optim import lr_factor, sample_weights
+from spectro.training.state import seed_for
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +41,16 @@ def fit(data: dict, **kwargs) -> dict:
     return Trainer(from_dict(ExperimentConfig, data), progress=False).fit(**kwargs)
 
 
-def prepared(data: dict) -> Trainer:
-    """A trainer with its data split and its model, optimiser and loss built, as `fit` builds them."""
-    trainer = Trainer(from_dict(ExperimentConfig, data), progress=False)
-    trainer._prepare_data()
-    torch.manual_seed(_seed_for(0, -1, 0))
-    trainer._prepare_model()
-    return trainer
+def prepared(data: dict):
+    """A run with its data split and its model, optimiser and loss built, as `fit` builds them."""
+    return start_run(from_dict(ExperimentConfig, data), progress=False)
+
+
+def draw_order(run, epoch: int) -> torch.Tensor:
+    """The training windows of `epoch`, in the order the run's sampler draws them."""
+    sampler = EpochSampler(run.splits.train.n_windows, run.config.train.batch_size,
+                           seed=seed_for(run.config.train.seed, epoch, 0), weights=run.weights)
+    return torch.cat(list(sampler))
 
 
 def test_training_writes_checkpoints_summary_and_tensorboard(image_tree, tmp_path):
@@ -92,7 +98,7 @@ def test_head_only_epochs_leave_the_backbone_untouched(image_tree, tmp_path):
     data["model"]["weights"] = str(weights)
     fit(data)
     trained = torch.load(tmp_path / "checkpoints" / "tiny" / "last.pt", weights_only=True)["model"]
-    initial = prepared(data).model.state_dict()
+    initial = prepared(data).net.state_dict()
     changed = {k for k in initial if not torch.equal(initial[k], trained[k])
                and "running_" not in k and "num_batches" not in k}  # BatchNorm statistics still adapt
     assert changed == {"net.classifier.weight", "net.classifier.bias"}
@@ -102,13 +108,13 @@ def test_a_model_without_pretraining_is_never_frozen(image_tree, tmp_path):
     data = tiny_config(image_tree, tmp_path, epochs=1, freeze_epochs=1)  # no ImageNet weights
     fit(data)
     trained = torch.load(tmp_path / "checkpoints" / "tiny" / "last.pt", weights_only=True)["model"]
-    initial = prepared(data).model.state_dict()
+    initial = prepared(data).net.state_dict()
     assert not torch.equal(initial["net.conv_stem.weight"], trained["net.conv_stem.weight"])
 
 
 def _signal_on_call(monkeypatch, *, call: int, signals: list[int]):
     """Send `signals` to this process right after the forward pass of training batch number `call`."""
-    import spectro.train as train_module
+    import spectro.training.loop as train_module
 
     real, calls = train_module.forward, {"n": 0}
 
@@ -253,14 +259,14 @@ def test_optimiser_schedule_and_balancing_options_train(image_tree, tmp_path, op
     state = load_checkpoint(tmp_path / "checkpoints" / "tiny" / "last.pt")
     assert state["epoch"] == 2 and state["finished"]
     assert (state["plateau"] is not None) == (optim["schedule"] == "plateau")
-    trainer = prepared(data)
-    assert type(trainer.optimizer) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optim["optimizer"]]
-    assert trainer.loss_fn.label_smoothing == train.get("label_smoothing", 0.1)
-    order = trainer._draw_order(0)
+    run = prepared(data)
+    assert type(run.optim.optimizer) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optim["optimizer"]]
+    assert run.optim.loss_fn.label_smoothing == train.get("label_smoothing", 0.1)
+    order = draw_order(run, 0)
     if train["class_balance"] == "none":  # every utterance once
-        assert sorted(order.tolist()) == list(range(len(trainer.train_set)))
+        assert sorted(order.tolist()) == list(range(len(run.splits.train)))
     else:  # weighted draws with replacement
-        assert len(order) == len(trainer.train_set) and len(set(order.tolist())) < len(order)
+        assert len(order) == len(run.splits.train) and len(set(order.tolist())) < len(order)
 
 
 def test_early_stopping_ends_the_run_and_keeps_the_best_epoch(image_tree, tmp_path):
@@ -274,14 +280,14 @@ def test_corpus_balance_draws_every_corpus_and_class_equally(image_tree, tmp_pat
     import dataclasses
     from collections import Counter
 
-    trainer = prepared(tiny_config(image_tree, tmp_path, class_balance="corpus"))
+    run = prepared(tiny_config(image_tree, tmp_path, class_balance="corpus"))
     # pretend the first 3 training utterances (all angry) come from a second, small corpus: cells of 3 and 6
-    utts = trainer.train_set.utterances
-    trainer.train_set.utterances = [dataclasses.replace(u, corpus="small") if i < 3 else u for i, u in enumerate(utts)]
-    trainer.sample_weights = trainer._sample_weights("corpus")
-    cell = [(u.corpus, y) for u, y in zip(trainer.train_set.utterances, trainer.train_set.labels.tolist())]
+    train = run.splits.train
+    train.utterances = [dataclasses.replace(u, corpus="small") if i < 3 else u for i, u in enumerate(train.utterances)]
+    run.weights = sample_weights(train, "corpus")
+    cell = [(u.corpus, y) for u, y in zip(train.utterances, train.labels.tolist())]
     assert max(Counter(cell).values()) == 2 * min(Counter(cell).values())  # uneven cells, so the test can fail
-    drawn = Counter(cell[i] for epoch in range(200) for i in trainer._draw_order(epoch).tolist())
+    drawn = Counter(cell[i] for epoch in range(200) for i in draw_order(run, epoch).tolist())
     shares = [n / sum(drawn.values()) for n in drawn.values()]
     assert len(drawn) == len(set(cell)) and max(shares) < 1.25 * min(shares)  # equal up to sampling noise
 

@@ -1,0 +1,379 @@
+"""Fine-tuning on spectrogram images: the recipe, safe to interrupt, monitored in TensorBoard.
+
+`Trainer.fit` reads as the recipe: build the splits and the model (`start_run`), train epoch by
+epoch keeping the checkpoint with the best validation UAR, then score the test corpora with it
+(`train_and_test`). Each epoch's data order, augmentation and dropout draw from generators seeded by
+(seed, epoch), and their states travel in every checkpoint, so a resumed run replays exactly what an
+uninterrupted one would have done. Under torchrun the same recipe runs in every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from .. import __version__
+from ..adversarial import DomainBranch
+from ..checkpoint import load_checkpoint, slim_state
+from ..config import ExperimentConfig, to_dict
+from ..data import SINGLE_INPUT, ImageSet
+from ..errors import ConfigError
+from ..fileio import atomic_open
+from ..inference import check_lengths, predict_proba, resolve_device
+from ..locks import job_lock
+from ..metrics import confusion_figure, detailed_metrics
+from ..models import create_model, is_estimator
+from .checkpoints import CheckpointManager
+from .distributed import Distributed
+from .estimators import fit_estimator
+from .loop import rng_states, train_one_epoch, validate
+from .optim import Optimisation, autocast_dtype, build_optimisation, sample_weights
+from .signals import GracefulStop, TrainingStopped
+from .splits import Splits, build_splits
+from .state import RunState, seed_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(eq=False)
+class Run:
+    """Everything one training run works with, built by `start_run`."""
+
+    config: ExperimentConfig
+    splits: Splits
+    net: nn.Module  # the model itself
+    model: nn.Module  # what training calls: `net`, wrapped for DistributedDataParallel and/or compiled
+    optim: Optimisation | None  # None for scikit-learn baselines, which are fitted in one go
+    domain: DomainBranch | None  # domain-adversarial training's branch
+    device: torch.device
+    dist: Distributed
+    checkpoints: CheckpointManager
+    stop: GracefulStop
+    in_channels: int | None  # features per frame of a matrix input
+    weights: torch.Tensor | None  # the balanced samplers' draw weights; None draws each window once
+    progress: bool = True
+    state: RunState = dataclasses.field(default_factory=RunState)
+    augment_rng: torch.Generator = dataclasses.field(default_factory=torch.Generator)
+    saved_rng: list | None = None  # each process's random states, to resume mid-epoch
+    writer: object = None  # TensorBoard's SummaryWriter, in the main process only
+    micro_batch: int = 0  # batches since the last optimiser step (train.accumulate)
+    search: list | None = None  # a baseline's grid-search scores
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def estimator(self) -> bool:
+        return self.optim is None
+
+    @property
+    def autocast(self) -> torch.dtype | None:
+        return None if self.estimator else autocast_dtype(self.config.train.precision, self.device)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.cuda and self.config.train.channels_last and not self.estimator
+
+    @property
+    def scored_model(self) -> nn.Module:
+        """What validation, best.pt and the test scores use: the weights' moving average, if kept."""
+        return self.optim.ema.module if self.optim is not None and self.optim.ema is not None else self.net
+
+    def description(self) -> dict:
+        """What any checkpoint of the run says about it: classes, inputs, config, training data, versions."""
+        return {"classes": list(self.splits.classes), "model_name": self.config.model.name,
+                "in_channels": self.in_channels, "train_corpora": self.splits.train_corpora,
+                "training_record": self.splits.record.as_dict(),
+                "transductive": self.domain.transductive if self.domain is not None else [],
+                "config": to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.splits.features.items()},
+                "versions": _versions()}
+
+    def full_state(self, epoch: int, batch: int = 0, partial: list | None = None) -> dict:
+        """last.pt: everything to resume from after `epoch` epochs and `batch` batches (every process joins)."""
+        self.state.epoch, self.state.batch, self.state.partial = epoch, batch, partial
+        optimisation = (self.optim.state_dict() if self.optim is not None
+                        else dict.fromkeys(("optimizer", "scheduler", "plateau", "scaler", "ema")))
+        return {"model": self.net.state_dict(), **optimisation, "rng": rng_states(self),
+                "domain_head": self.domain.head.state_dict() if self.domain is not None else None,
+                **self.state.state_dict(), **self.description()}
+
+    def inference_state(self, epoch: int) -> dict:
+        """best.pt: what predicting needs, with the weights that were scored."""
+        return slim_state({**self.state.state_dict(), **self.description(), "epoch": epoch,
+                           "model": self.scored_model.state_dict()})
+
+    def restore(self, state: dict) -> None:
+        if state["config"] != to_dict(self.config):
+            raise ConfigError(f"{self.checkpoints.last} was written with another config; resume with the same "
+                              "settings, or start a new run with --set run.name=...")
+        if state["batch"] and len(state["rng"]) != self.dist.world:
+            raise ConfigError(f"{self.checkpoints.last} was saved mid-epoch by {len(state['rng'])} processes; resume "
+                              f"it with as many (now {self.dist.world})")
+        self.net.load_state_dict(state["model"])
+        if self.optim is not None:
+            self.optim.load_state_dict(state)
+        if self.domain is not None:
+            self.domain.head.load_state_dict(state["domain_head"])
+        self.state.load_state_dict(state)
+        self.saved_rng = state["rng"] if state["batch"] else None
+        log.info("resuming %s at epoch %d, batch %d", self.config.run.name, self.state.epoch + 1, self.state.batch)
+
+    def save_if_asked(self, epoch: int, batch: int, tally, *, every_step: bool) -> None:
+        """After an optimiser step: save last.pt if a stop was asked for (then stop) or a recovery point is due.
+        Under DistributedDataParallel the processes agree on it together, only every `every_step`."""
+        if not every_step:
+            return
+        flags = self.dist.gather((self.stop.signal is not None, self.checkpoints.recovery_due()))
+        stop, due = any(f[0] for f in flags), flags[0][1]
+        if stop or due:
+            self.checkpoints.save_last(self.full_state(epoch, batch, self.dist.gather(tally.as_partial())))
+        if stop:
+            self._stopped(f"after epoch {epoch}, batch {batch}")
+
+    def stop_if_asked(self, epoch: int) -> None:
+        """At an epoch's end, after last.pt is saved: stop if asked to."""
+        if self.dist.any(self.stop.signal is not None):
+            self._stopped(f"after epoch {epoch}")
+
+    def _stopped(self, where: str) -> None:
+        raise TrainingStopped(f"{self.stop.signal or 'a stop request'}: saved {self.checkpoints.last} {where}; "
+                              "continue with the same command and --resume")
+
+
+class Trainer:
+    """Fine-tunes ``config.model`` on ``config.data``; writes checkpoints/<run>/ and runs/<run>/."""
+
+    def __init__(self, config: ExperimentConfig, *, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self.run_dir = Path(config.run.checkpoint_dir) / config.run.name
+        self.run: Run | None = None
+
+    def fit(self, *, resume: bool = False) -> dict:
+        """Train, keep the checkpoint with the best validation UAR, then score the test sets with it.
+
+        The run folder is locked for the whole run. Ctrl-C or SIGTERM finishes the step in hand, saves
+        ``last.pt`` and raises `TrainingStopped`; ``fit(resume=True)`` then ends exactly as an
+        uninterrupted run would.
+        """
+        dist = Distributed.from_environment(resolve_device(self.config.train.device))
+        try:
+            lock = job_lock(self.run_dir, "spectro train") if dist.main else contextlib.nullcontext()
+            with lock, GracefulStop() as stop:
+                last = self.run_dir / "last.pt"
+                if last.exists() and not resume:
+                    raise ConfigError(f"run {self.config.run.name!r} already has {last}; pass --resume to continue "
+                                      "it, or name a new run with --set run.name=...")
+                if resume and (self.run_dir / "summary.json").is_file():
+                    log.info("run %s is finished; nothing to redo", self.config.run.name)
+                    return json.loads((self.run_dir / "summary.json").read_text())
+                self.run = start_run(self.config, dist=dist, stop=stop, progress=self.progress, resume=resume)
+                return train_and_test(self.run)
+        finally:
+            dist.close()
+
+
+def start_run(config: ExperimentConfig, *, dist: Distributed | None = None, stop: GracefulStop | None = None,
+              progress: bool = True, resume: bool = False) -> Run:
+    """The run's data, model and optimiser, restored from last.pt when resuming; nothing is written."""
+    dist = dist or Distributed()
+    device = dist.place(resolve_device(config.train.device))
+    progress = progress and dist.main
+    splits = build_splits(config, progress=progress)
+    torch.manual_seed(seed_for(config.train.seed, -1, 0))  # the new layers' initial weights
+    net, in_channels = _build_model(config, splits, device)
+    optim = domain = None
+    if dist.active and (is_estimator(net) or config.adversarial.weight):
+        raise ConfigError("scikit-learn baselines and domain-adversarial training run in one process; start them "
+                          "without torchrun")
+    if not is_estimator(net):
+        if device.type == "cuda" and config.train.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if config.adversarial.weight:
+            domain = DomainBranch(config, splits.train, next(iter(splits.features.values())), net, device,
+                                  progress=progress)
+        optim = build_optimisation(net, config, splits.train, device,
+                                   extra_params=list(domain.head.parameters()) if domain is not None else [])
+    run_dir = Path(config.run.checkpoint_dir) / config.run.name
+    run = Run(config, splits, net, _wrapped(net, config, dist, device), optim, domain, device, dist,
+              CheckpointManager(run_dir, main=dist.main, recovery_minutes=config.train.recovery_minutes),
+              stop or GracefulStop(), in_channels, sample_weights(splits.train, config.train.class_balance),
+              progress=progress)
+    saved = run.checkpoints.load_last() if resume else None
+    if saved is not None:
+        run.restore(saved)
+    return run
+
+
+def _build_model(config: ExperimentConfig, splits: Splits, device: torch.device) -> tuple[nn.Module, int | None]:
+    shape = splits.train.window_shape(SINGLE_INPUT) if SINGLE_INPUT in splits.train.windows else ()
+    in_channels = shape[0] if len(shape) == 1 else None
+    model = create_model(config.model.name, len(splits.classes), pretrained=config.model.pretrained,
+                         weights=config.model.weights, drop_rate=config.model.drop_rate,
+                         in_channels=in_channels).to(device)
+    wanted = list(getattr(model, "input_names", [SINGLE_INPUT]))
+    if sorted(wanted) != sorted(splits.features):
+        raise ConfigError(f"model {config.model.name!r} reads inputs {wanted}, but the data entries give "
+                          f"{sorted(splits.features)}; write each data.train entry as "
+                          f"{{{', '.join(f'{n}: TREE' for n in wanted)}}}" if len(wanted) > 1 else
+                          f"model {config.model.name!r} reads one input; give each data.train entry as one image tree")
+    check_lengths(model, splits.train)
+    if (config.model.params or config.model.search) and not is_estimator(model):
+        raise ConfigError(f"model.params and model.search apply to scikit-learn baselines, not {config.model.name!r}")
+    return model, in_channels
+
+
+def _wrapped(net: nn.Module, config: ExperimentConfig, dist: Distributed, device: torch.device) -> nn.Module:
+    """What training calls: DistributedDataParallel across processes, compiled if asked, tuned cuDNN."""
+    if is_estimator(net):
+        return net
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.train.cudnn_benchmark
+    model = dist.wrap(net, device)
+    return torch.compile(model) if config.train.compile else model
+
+
+def train_and_test(run: Run) -> dict:
+    """Epochs (head only first, then the whole network; a baseline is fitted once instead), then,
+    only now, the test corpora, scored by the checkpoint chosen on validation data."""
+    cfg, state = run.config.train, run.state
+    if run.dist.main:
+        _open_outputs(run)
+    try:
+        if run.estimator and not state.finished:
+            metrics, run.search = fit_estimator(run)
+            end_epoch(run, 0, metrics)
+        for epoch in range(state.epoch, 0 if run.estimator else cfg.epochs):
+            if state.finished:
+                break
+            partial = state.partial[run.dist.rank] if state.partial else None
+            train = train_one_epoch(run, epoch, state.batch, partial, run.saved_rng)
+            run.saved_rng = None
+            end_epoch(run, epoch, train)
+            run.checkpoints.save_last(run.full_state(epoch + 1))
+            run.stop_if_asked(epoch + 1)
+        state.finished = True
+        run.checkpoints.save_last(run.full_state(len(state.history)))
+        summary = run.dist.gather(score_tests(run) if run.dist.main else None)[0]
+    finally:
+        if run.writer is not None:
+            run.writer.close()
+    if run.dist.main:
+        with atomic_open(run.checkpoints.last.parent / "summary.json") as handle:
+            json.dump(summary, handle, indent=2)
+    return summary
+
+
+def _open_outputs(run: Run) -> None:
+    """The resolved config beside the checkpoints, and the TensorBoard writer (its later steps dropped on resume)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    config = run.config
+    with atomic_open(run.checkpoints.last.parent / "config.yaml") as handle:
+        yaml.safe_dump({**to_dict(config), "inputs": run.description()["inputs"], "classes": list(run.splits.classes)},
+                       handle, sort_keys=False)
+    run.writer = SummaryWriter(str(Path(config.run.log_dir) / config.run.name),
+                               purge_step=run.state.epoch + 1 if run.state.epoch else None)
+
+
+def end_epoch(run: Run, epoch: int, train: dict) -> None:
+    """Validate, step a plateau schedule, keep best.pt, log, and decide whether training is finished."""
+    cfg, state, optim = run.config.train, run.state, run.optim
+    val, _ = validate(run)
+    lrs = [group["lr"] for group in optim.optimizer.param_groups] if optim is not None else [None, None]
+    if optim is not None and optim.plateau is not None and optim.scheduler.last_epoch >= optim.warmup_steps:
+        optim.plateau.step(val["uar"])
+    improved = val["uar"] > state.best["uar"]
+    if improved:
+        state.best, state.bad_epochs = {"uar": val["uar"], "epoch": epoch + 1}, 0
+    else:
+        state.bad_epochs += 1
+    state.history.append({"epoch": epoch + 1, "lr_head": lrs[0], "lr_backbone": lrs[1],
+                          "train": {k: v for k, v in train.items() if k != "confusion"}, "val": val,
+                          **({"search": run.search} if run.search else {})})
+    early = bool(cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience)
+    state.finished = early or epoch + 1 == cfg.epochs
+    if improved:  # inference needs no optimiser or random state: best.pt is slim
+        run.checkpoints.save_best(run.inference_state(epoch + 1))
+    if run.dist.main:
+        _log_epoch(run, epoch + 1, train, val, lrs)
+        when = "fitted" if run.estimator else f"epoch {epoch + 1:3d}/{cfg.epochs}"
+        print(f"{when}  train loss {train['loss']:.3f} acc {train['accuracy']:.3f} uar {train['uar']:.3f} | val loss "
+              f"{val['loss']:.3f} acc {val['accuracy']:.3f} uar {val['uar']:.3f} f1 {val['macro_f1']:.3f}"
+              f"{f'  lr {lrs[0]:.2e}' if optim is not None else ''}{'  *best' if improved else ''}"
+              f"{'  early stop' if early else ''}", flush=True)
+
+
+def _log_epoch(run: Run, step: int, train: dict, val: dict, lrs: list) -> None:
+    writer = run.writer
+    for split, metrics in (("train", train), ("val", val)):
+        for key in ("loss", "accuracy", "uar", "macro_f1"):
+            writer.add_scalar(f"{key}/{split}", metrics[key], step)
+    if run.optim is not None:
+        writer.add_scalar("lr/head", lrs[0], step)
+        writer.add_scalar("lr/backbone", lrs[1], step)
+    writer.add_figure("confusion/val", confusion_figure(val["confusion"], run.splits.classes,
+                                                        title=f"validation, epoch {step}"), step)
+    writer.flush()
+
+
+def score_tests(run: Run) -> dict:
+    """The test corpora's scores by best.pt, with speaker-level intervals; the run's summary."""
+    best = load_checkpoint(run.checkpoints.best, map_location=run.device)
+    run.net.load_state_dict(best["model"])
+    splits, state = run.splits, run.state
+    best_epoch = next(h for h in state.history if h["epoch"] == best["best"]["epoch"])
+    summary = {"run": run.config.run.name, "model": run.config.model.name, "classes": list(splits.classes),
+               "feature": splits.feature_label, "train": splits.train_trees, "train_corpora": splits.train_corpora,
+               "best_epoch": best["best"]["epoch"], "epochs_run": len(state.history),
+               "validation": best_epoch["val"], "test": {},
+               **({"search": best_epoch["search"]} if "search" in best_epoch else {})}
+    for name, rows in splits.tests.items():
+        images = ImageSet([p for p, _ in rows], [u for _, u in rows], splits.classes, desc=f"test {name}",
+                          progress=run.progress)
+        probs = predict_proba(run.net, images, device=run.device, batch_size=2 * run.config.train.batch_size,
+                              channels_last=run.channels_last, autocast=run.autocast)
+        metrics = detailed_metrics(images.labels.tolist(), probs.argmax(1).tolist(), class_names=splits.classes,
+                                   groups=[u.speaker for u in images.utterances])
+        summary["test"][name] = metrics
+        run.writer.add_figure(f"confusion/test_{name}", confusion_figure(metrics["confusion"], splits.classes,
+                                                                         title=f"test {name}"), best["best"]["epoch"])
+        print(f"test {name}: n {len(images)}  acc {metrics['accuracy']:.3f}  uar {metrics['uar']:.3f}  "
+              f"f1 {metrics['macro_f1']:.3f}", flush=True)
+    _log_hparams(run, summary)
+    return summary
+
+
+def _log_hparams(run: Run, summary: dict) -> None:
+    """The run's settings and final scores in TensorBoard's HParams table. Its table prints every number
+    with five digits (16.000), so counts go in as text, as they should read."""
+    cfg = run.config
+    settings = {"model": cfg.model.name, "pretrained": cfg.model.pretrained, "classes": len(run.splits.classes),
+                "feature": run.splits.feature_label,
+                "channels": next(iter(run.splits.features.values())).image.channels,
+                "training corpora": ", ".join(run.splits.train_corpora), "optimizer": cfg.optim.optimizer,
+                "lr": cfg.optim.lr, "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs,
+                "class_balance": cfg.train.class_balance, "seed": cfg.train.seed}
+    settings = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in settings.items()}
+    val = summary["validation"]
+    finals = {"hparam/val_accuracy": val["accuracy"], "hparam/val_uar": val["uar"], "hparam/val_macro_f1": val["macro_f1"],
+              **{f"hparam/test_{n}_{k}": m[k] for n, m in summary["test"].items() for k in ("accuracy", "uar", "macro_f1")}}
+    run.writer.add_hparams(settings, finals, run_name=".")
+
+
+def _versions() -> dict:
+    import timm
+
+    return {"spectro": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__),
+            "numpy": str(np.__version__), "python": sys.version.split()[0], "platform": platform.platform()}
