@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def cmd_train(args) -> int:
     if args.run:
         config.run.name = args.run
     summary = Trainer(config, progress=not args.quiet).fit(resume=args.resume)
+    if int(os.environ.get("RANK", "0")):  # one of several torchrun processes: the first one reports
+        return 0
     run_dir = Path(config.run.checkpoint_dir) / config.run.name
     print(f"best epoch {summary['best_epoch']}: validation accuracy {summary['validation']['accuracy']:.3f}, "
           f"UAR {summary['validation']['uar']:.3f}")

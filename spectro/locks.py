@@ -18,8 +18,9 @@ LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-def job_lock(folder: str | os.PathLike, job: str) -> Iterator[None]:
-    """Hold `folder`'s lock while the block runs; refuse (DataError) if another live job holds it.
+def job_lock(folder: str | os.PathLike, job: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold `folder`'s lock while the block runs; refuse (DataError) if another live job holds it,
+    or, with `wait`, wait for it to finish.
 
     `job` names this job in the lock file, e.g. "spectro images".
     """
@@ -30,7 +31,7 @@ def job_lock(folder: str | os.PathLike, job: str) -> Iterator[None]:
     handle = open(folder / LOCK_FILE, "a+")
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"

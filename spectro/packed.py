@@ -22,6 +22,7 @@ from PIL import Image
 
 from .errors import DataError
 from .fileio import atomic_open
+from .locks import job_lock
 
 PACKED_DIR = ".packed"
 
@@ -50,15 +51,22 @@ def packed_tree(root: str | os.PathLike) -> PackedTree:
     signature = tree_signature(root)
     key = (str(root), signature)
     if key not in _open:
-        meta = root / PACKED_DIR / "meta.json"
-        saved = json.loads(meta.read_text()) if meta.is_file() else {}
+        saved = _meta(root)
         if saved.get("signature") != signature:
-            saved = _build(root, signature)
+            with job_lock(root / PACKED_DIR, "packing the tree", wait=True):  # e.g. torchrun's processes
+                saved = _meta(root)  # the copy another process just built, or still stale
+                if saved.get("signature") != signature:
+                    saved = _build(root, signature)
         spans = root / PACKED_DIR / "spans.npy"
         _open[key] = PackedTree(root, {rel: (start, count) for rel, start, count in saved["windows"]},
                                 np.load(root / PACKED_DIR / "data.npy", mmap_mode="r"),
                                 np.load(spans) if saved["matrices"] else None)
     return _open[key]
+
+
+def _meta(root: Path) -> dict:
+    meta = root / PACKED_DIR / "meta.json"
+    return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
 def tree_signature(root: Path) -> str:
@@ -110,7 +118,6 @@ def _build(root: Path, signature: str) -> dict:
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     matrices = bool(rels) and rels[0].endswith(".npy")
     folder = root / PACKED_DIR
-    folder.mkdir(exist_ok=True)
     if matrices:
         lengths = np.repeat([shape[-1] for _, shape in shapes], counts)
         spans = np.stack([np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths], axis=1).astype(np.int64)
