@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .fileio import atomic_open
 from .images import (build_image_dataset, image_relpath, read_augmentation, read_feature_settings, read_image_manifest,
                      read_tree_digests)
-from .inference import adapt_batchnorm, predict_proba, resolve_device
+from .inference import adapt_batchnorm, predict_proba, resolve_device, scoring_autocast
 from .leakage import TrainingRecord
 from .locks import job_lock
 from .manifest import scan_corpora
@@ -127,7 +127,8 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
         if opts.adabn:
             scorer = copy.deepcopy(model)
             adapt_batchnorm(scorer, images, device=device, batch_size=batch_size)
-        probabilities[name] = predict_proba(scorer, images, device=device, batch_size=batch_size).numpy()
+        probabilities[name] = predict_proba(scorer, images, device=device, batch_size=batch_size,
+                                            autocast=scoring_autocast(state, device)).numpy()
     return MemberScores(state, warnings, tests, probabilities)
 
 

@@ -42,6 +42,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type of a `train.precision` on `device` (None: full float32)."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def scoring_autocast(checkpoint: dict, device: torch.device) -> torch.dtype | None:
+    """Autocast for scoring a checkpoint's model on `device`: its training precision on a GPU, full
+    precision on other devices (where autocast is slower), the same for evaluate and predict."""
+    if device.type != "cuda":
+        return None
+    return autocast_dtype(checkpoint["config"].get("train", {}).get("precision", "auto"), device)
+
+
 def forward(model: nn.Module, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
     """Call a multi-input model with the mapping, a single-input model with its one tensor (and its
     lengths in frames, for sequence models); through any DistributedDataParallel wrapper."""
@@ -191,6 +206,7 @@ class Predictor:
         self.inputs = {name: from_dict(FeatureConfig, f) for name, f in checkpoint["inputs"].items()}
         self.audio = next(iter(self.inputs.values())).audio  # training checked that every input conditions alike
         self.reference: dict = {}
+        self.autocast = scoring_autocast(checkpoint, device)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 8,
@@ -285,7 +301,8 @@ class Predictor:
             return
         inputs = [as_model_input(torch.from_numpy(np.stack([arrays[name] for _, _, arrays in batch]))).to(self.device)
                   for name in self.inputs]
-        probabilities = self.graph(*inputs).cpu().numpy()
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            probabilities = self.graph(*inputs).float().cpu().numpy()
         for (pending, index, _), p in zip(batch, probabilities):
             pending.probabilities[index] = p
             pending.scored += 1

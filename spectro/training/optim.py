@@ -12,6 +12,7 @@ from torch import nn
 
 from ..config import ExperimentConfig, TrainConfig
 from ..data import ImageSet, class_weights
+from ..inference import autocast_dtype
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, cosine: bool) -> float:
@@ -22,13 +23,6 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, cosine: bool) -
         return 1.0
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast type of a `train.precision` on `device` (None: full float32)."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 def sample_weights(train: ImageSet, balance: str) -> torch.Tensor | None:

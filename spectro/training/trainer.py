@@ -29,7 +29,7 @@ from ..config import ExperimentConfig, to_dict
 from ..data import SINGLE_INPUT, ImageSet
 from ..errors import ConfigError
 from ..fileio import atomic_open
-from ..inference import check_lengths, predict_proba, resolve_device
+from ..inference import autocast_dtype, check_lengths, predict_proba, resolve_device, scoring_autocast
 from ..locks import job_lock
 from ..metrics import confusion_figure, detailed_metrics
 from ..models import create_model, is_estimator
@@ -37,7 +37,7 @@ from .checkpoints import CheckpointManager
 from .distributed import Distributed
 from .estimators import fit_estimator
 from .loop import rng_states, train_one_epoch, validate
-from .optim import Optimisation, autocast_dtype, build_optimisation, sample_weights
+from .optim import Optimisation, build_optimisation, sample_weights
 from .signals import GracefulStop, TrainingStopped
 from .splits import Splits, build_splits
 from .state import RunState, seed_for
@@ -329,7 +329,8 @@ def _log_epoch(run: Run, step: int, train: dict, val: dict, lrs: list) -> None:
 
 
 def score_tests(run: Run) -> dict:
-    """The test corpora's scores by best.pt, with speaker-level intervals; the run's summary."""
+    """The test corpora's scores by best.pt, with speaker-level intervals, as `spectro evaluate` scores
+    them (the same precision); the run's summary."""
     best = load_checkpoint(run.checkpoints.best, map_location=run.device)
     run.net.load_state_dict(best["model"])
     splits, state = run.splits, run.state
@@ -343,7 +344,7 @@ def score_tests(run: Run) -> dict:
         images = ImageSet([p for p, _ in rows], [u for _, u in rows], splits.classes, desc=f"test {name}",
                           progress=run.progress)
         probs = predict_proba(run.net, images, device=run.device, batch_size=2 * run.config.train.batch_size,
-                              channels_last=run.channels_last, autocast=run.autocast)
+                              channels_last=run.channels_last, autocast=scoring_autocast(best, run.device))
         metrics = detailed_metrics(images.labels.tolist(), probs.argmax(1).tolist(), class_names=splits.classes,
                                    groups=[u.speaker for u in images.utterances])
         summary["test"][name] = metrics
