@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .errors import ConfigError, SpectroError
 
 log = logging.getLogger("spectro")
@@ -546,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     # spectro's own messages at INFO (DEBUG with -v, WARNING with --quiet); other libraries' only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    keep_freed_memory()
     try:
         return args.handler(args)
     except SpectroError as error:

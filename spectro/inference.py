@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .allocator import keep_freed_memory
 from .audio import Window, audio_windows, prepare_windows, to_mono
 from .config import FeatureConfig, from_dict
 from .data import SINGLE_INPUT, as_model_input, batches
@@ -198,6 +199,7 @@ class Predictor:
         its traced copy. `Predictor.load` builds both from a checkpoint file."""
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be a positive integer")
+        keep_freed_memory()  # each window's spectrogram buffers are reused, not mapped afresh
         self.graph = graph.eval()
         self.checkpoint = checkpoint
         self.device = device

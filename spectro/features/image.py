@@ -6,7 +6,6 @@ import functools
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from ..errors import ConfigError
@@ -38,9 +37,10 @@ def _savgol_weights(width: int, order: int) -> np.ndarray:
 def delta(matrix: np.ndarray, *, order: int, width: int = 9) -> np.ndarray:
     """Local derivative along time, as ``librosa.feature.delta(matrix, width=width, order=order, mode="nearest")``:
     edge frames are repeated beyond the ends (librosa's default "interp" edges are 30x slower per image)."""
-    half = width // 2
-    padded = np.pad(matrix, ((0, 0), (half, half)), mode="edge")
-    return (sliding_window_view(padded, width, axis=1) @ _savgol_weights(width, order)).astype(np.float32)
+    from scipy.ndimage import correlate1d
+
+    return correlate1d(np.asarray(matrix, dtype=np.float32), _savgol_weights(width, order), axis=1,
+                       mode="nearest").astype(np.float32, copy=False)
 
 
 def _deltas(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
