@@ -103,8 +103,7 @@ class WindowTable:
         self.row_of = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         self.counts = torch.tensor(counts, dtype=torch.long)
         self.matrices = bool(self.trees) and self.trees[0].matrices
-        sizes = {t.data.shape[0] if self.matrices else t.data.shape[1:] for t in self.trees}  # matrices: any length
-        if any(t.matrices != self.matrices for t in self.trees) or len(sizes) > 1:
+        if any(t.matrices != self.matrices for t in self.trees) or len({t.item_shape for t in self.trees}) > 1:
             raise DataError(f"inputs of different kinds or sizes in one split: {[t.root for t in self.trees]}")
         self.lengths = torch.from_numpy(self._lengths())
 
@@ -113,30 +112,27 @@ class WindowTable:
             return np.zeros(0, dtype=np.int64)
         if self.matrices:
             return np.array([self.trees[t].spans[r, 1] for t, r in zip(self.tree_of, self.row_of)], dtype=np.int64)
-        return np.full(len(self.row_of), self.trees[0].data.shape[-1], dtype=np.int64)
+        return np.full(len(self.row_of), self.shape[-1], dtype=np.int64)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.trees[0].data.shape[0],) if self.matrices else tuple(self.trees[0].data.shape[1:])
+        """One window's: (3, H, W) for pictures, (features,) for matrices (of any length)."""
+        return self.trees[0].item_shape
 
     def gather(self, windows: list[int]) -> np.ndarray:
         """The stored arrays of these windows, in this order; matrices padded to the longest of them."""
-        if self.matrices:
-            lengths = [int(self.lengths[w]) for w in windows]
-            out = np.zeros((len(windows), self.shape[0], max(lengths, default=1)), dtype=np.float16)
+        if not self.matrices:
+            out = np.empty((len(windows), *self.shape), dtype=np.uint8)
             for i, w in enumerate(windows):
-                tree = self.trees[self.tree_of[w]]
-                first = tree.spans[self.row_of[w], 0]
-                out[i, :, :lengths[i]] = tree.data[:, first:first + lengths[i]]
+                self.trees[self.tree_of[w]].read_into(int(self.row_of[w]), out[i])
             return out
-        out = np.empty((len(windows), *self.shape), dtype=np.uint8)
-        index = np.asarray(windows, dtype=np.int64)
-        for t, tree in enumerate(self.trees):
-            picked = np.flatnonzero(self.tree_of[index] == t)
-            if picked.size:
-                rows = self.row_of[index[picked]]
-                order = np.argsort(rows)  # sorted rows read the mapping in order
-                out[picked[order]] = tree.data[rows[order]]
+        lengths = [int(self.lengths[w]) for w in windows]
+        out = np.zeros((len(windows), self.shape[0], max(lengths, default=1)), dtype=np.float16)
+        for i, w in enumerate(windows):
+            tree = self.trees[self.tree_of[w]]
+            frames = np.empty((lengths[i], self.shape[0]), dtype=np.float16)
+            tree.read_into(int(tree.spans[self.row_of[w], 0]), frames)
+            out[i, :, :lengths[i]] = frames.T
         return out
 
 

@@ -25,24 +25,43 @@ from .fileio import atomic_open
 from .locks import job_lock
 
 PACKED_DIR = ".packed"
+PACKED_FORMAT = 2  # 2: matrices stored frame-major, so that a window is one contiguous read
 
 
 @dataclasses.dataclass
 class PackedTree:
-    """The windows of one tree. `data` is (rows, 3, H, W) uint8 for pictures, or (features, frames)
-    float16 for matrices, whose windows lie side by side along time as `spans` (first frame, length) say."""
+    """The windows of one tree in `data.npy`: (rows, 3, H, W) uint8 pictures, one row per window, or
+    (frames, features) float16 for matrices, whose windows lie one after another as `spans` (first
+    frame, length) say. Windows are read with ``pread`` rather than through a memory map: the pages
+    stay in the page cache, shared by every process, instead of adding to each one's resident memory."""
 
     root: Path
     windows: dict[str, tuple[int, int]]  # image path relative to the tree -> (first row, number of windows)
-    data: np.ndarray
     spans: np.ndarray | None
+    rows: int  # pictures, or frames of all matrices
+    item_shape: tuple[int, ...]  # of one row: (3, H, W), or (features,)
+    dtype: np.dtype
+    offset: int  # bytes before the first row
+    fd: int
 
     @property
     def matrices(self) -> bool:
         return self.spans is not None
 
+    def read_into(self, first: int, out: np.ndarray) -> None:
+        """Fill `out` (C-contiguous, whole rows) with the rows from `first` on."""
+        row_bytes = self.dtype.itemsize * int(np.prod(self.item_shape))
+        view = memoryview(out).cast("B")
+        done = 0
+        while done < len(view):  # pread may return less than asked
+            got = os.preadv(self.fd, [view[done:]], self.offset + first * row_bytes + done)
+            if got <= 0:
+                raise DataError(f"{self.root / PACKED_DIR / 'data.npy'} is shorter than its header says; remove "
+                                f"{self.root / PACKED_DIR} and it is rebuilt")
+            done += got
 
-_open: dict[tuple[str, str], PackedTree] = {}  # one mapping per tree and version, shared by every split
+
+_open: dict[tuple[str, str], PackedTree] = {}  # one copy per tree and version, shared by every split
 
 
 def packed_tree(root: str | os.PathLike) -> PackedTree:
@@ -51,17 +70,22 @@ def packed_tree(root: str | os.PathLike) -> PackedTree:
     signature = tree_signature(root)
     key = (str(root), signature)
     if key not in _open:
-        saved = _meta(root)
-        if saved.get("signature") != signature:
+        if not _current(saved := _meta(root), signature):
             with job_lock(root / PACKED_DIR, "packing the tree", wait=True):  # e.g. torchrun's processes
                 saved = _meta(root)  # the copy another process just built, or still stale
-                if saved.get("signature") != signature:
+                if not _current(saved, signature):
                     saved = _build(root, signature)
-        spans = root / PACKED_DIR / "spans.npy"
+        data = np.load(root / PACKED_DIR / "data.npy", mmap_mode="r")  # for its header only
         _open[key] = PackedTree(root, {rel: (start, count) for rel, start, count in saved["windows"]},
-                                np.load(root / PACKED_DIR / "data.npy", mmap_mode="r"),
-                                np.load(spans) if saved["matrices"] else None)
+                                np.load(root / PACKED_DIR / "spans.npy") if saved["matrices"] else None,
+                                data.shape[0], tuple(data.shape[1:]), data.dtype, data.offset,
+                                os.open(root / PACKED_DIR / "data.npy", os.O_RDONLY))
+        del data
     return _open[key]
+
+
+def _current(meta: dict, signature: str) -> bool:
+    return meta.get("signature") == signature and meta.get("format") == PACKED_FORMAT
 
 
 def _meta(root: Path) -> dict:
@@ -121,12 +145,15 @@ def _build(root: Path, signature: str) -> dict:
     if matrices:
         lengths = np.repeat([shape[-1] for _, shape in shapes], counts)
         spans = np.stack([np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths], axis=1).astype(np.int64)
-        layout = (shapes[0][1][0], int(lengths.sum())), np.float16
+        layout = (int(lengths.sum()), shapes[0][1][0]), np.float16
     else:
         spans = None
         layout = ((int(counts.sum()), *shapes[0][1]) if rels else (0, 3, 1, 1)), np.uint8
     tmp = folder / f".data.{os.getpid()}.npy"
-    data = np.lib.format.open_memmap(tmp, mode="w+", dtype=layout[1], shape=layout[0])
+    header = np.lib.format.open_memmap(tmp, mode="w+", dtype=layout[1], shape=layout[0])  # a sparse file
+    offset, row_bytes = header.offset, header.itemsize * int(np.prod(header.shape[1:]))
+    del header
+    fd = os.open(tmp, os.O_WRONLY)
 
     def copy(i: int) -> None:
         try:
@@ -134,23 +161,31 @@ def _build(root: Path, signature: str) -> dict:
         except Exception as error:  # truncated PNG, damaged .npy
             raise DataError(f"cannot read {root / rels[i]} ({type(error).__name__}: {error}); repair the tree with "
                             "the same `spectro images ...` command plus --verify") from None
-        if matrices:
+        if matrices:  # each window's frames, one after another
             for k in range(counts[i]):
-                first, length = spans[starts[i] + k]
-                data[:, first:first + length] = windows[k]
+                _write_all(fd, np.ascontiguousarray(windows[k].T, dtype=np.float16),
+                           offset + int(spans[starts[i] + k, 0]) * row_bytes)
         else:
-            data[starts[i]:starts[i] + counts[i]] = windows
+            _write_all(fd, np.ascontiguousarray(windows, dtype=np.uint8), offset + int(starts[i]) * row_bytes)
 
-    with ThreadPoolExecutor() as pool:  # decoding PNGs releases the GIL
-        list(pool.map(copy, range(len(rels))))
-    data.flush()
-    del data
+    try:
+        with ThreadPoolExecutor() as pool:  # decoding PNGs releases the GIL
+            list(pool.map(copy, range(len(rels))))
+    finally:
+        os.close(fd)
     os.replace(tmp, folder / "data.npy")
     if matrices:
         with atomic_open(folder / "spans.npy", "wb", durable=False) as handle:
             np.save(handle, spans)
-    meta = {"signature": signature, "matrices": matrices,
+    meta = {"signature": signature, "format": PACKED_FORMAT, "matrices": matrices,
             "windows": [[rel, int(s), int(c)] for rel, s, c in zip(rels, starts, counts)]}
     with atomic_open(folder / "meta.json") as handle:
         json.dump(meta, handle)
     return meta
+
+
+def _write_all(fd: int, array: np.ndarray, offset: int) -> None:
+    view = memoryview(array).cast("B")
+    while len(view):  # pwrite may write less than asked
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
