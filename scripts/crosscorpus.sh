@@ -2,12 +2,13 @@
 # The recommended cross-corpus recipe, from corpus folders to a report, for one class setup:
 #
 #   scripts/crosscorpus.sh CLASSES --train NAME=PATH [NAME=PATH ...] --test NAME=PATH [NAME=PATH ...] \
-#       [--corpus-option NAME.OPTION=VALUE ...] [--work DIR]
+#       [--corpus-option NAME.OPTION=VALUE ...] [--set KEY=VALUE ...] [--work DIR]
 #
 #   scripts/crosscorpus.sh 4 --train ravdess=/data/RAVDESS tess=/data/TESS --test emodb=/data/EMO-DB
 #
 # CLASSES is a numbered setup (4, 5, 6, ...) or a comma list such as neutral,happy,sad,angry,boredom.
 # Any corpus the catalogue reads works, `folder=PATH` included (with --corpus-option folder.name=...).
+# --set overrides a training setting of both members, e.g. train.epochs=4 or model.weights=FILE.
 # Steps (each resumes; rerun the same command after an interruption, nothing finished is redone):
 #   1. pictures (configs/features_crosscorpus_mel.yaml) and utterance statistics
 #      (configs/features_crosscorpus_stats.yaml) of every corpus, each speaker's recordings standardised
@@ -16,22 +17,21 @@
 #      epochs and hyper-parameters on held-out speakers of the training corpora;
 #   3. ensemble weights chosen on those held-out speakers (spectro ensemble);
 #   4. the ensemble evaluated on every test corpus.
-# Prints where the report is. Outputs go to DIR (default: crosscorpus/CLASSES).
+# The last line says where the report is. Outputs go to DIR (default: crosscorpus/CLASSES, under the current folder).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-SPECTRO=${SPECTRO:-.venv/bin/spectro}
-export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-4000000000}
-export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-4000000000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+SPECTRO=${SPECTRO:-$root/.venv/bin/spectro}
 
-usage() { sed -n '2,19p' "$0"; exit 2; }
+usage() { sed -n '2,20p' "$0"; exit 2; }
 [ $# -ge 1 ] || usage
 classes=$1; shift
-train=(); test=(); options=(); work=""; list=""
+train=(); test=(); options=(); sets=(); work=""; list=""
 while [ $# -gt 0 ]; do
   case $1 in
     --train) list=train ;;
     --test) list=test ;;
     --corpus-option) options+=(--corpus-option "$2"); shift ;;
+    --set) sets+=(--set "$2"); shift ;;
     --work) work=$2; shift ;;
     -h|--help) usage ;;
     *=*) [ "$list" = train ] && train+=("$1") || { [ "$list" = test ] && test+=("$1") || usage; } ;;
@@ -46,9 +46,9 @@ case $classes in *,*) class_setting="[$classes]" ;; *) class_setting=$classes ;;
 # 1. pictures and statistics of every corpus
 for spec in "${train[@]}" "${test[@]}"; do
   name=${spec%%=*}
-  "$SPECTRO" images --corpus "$spec" "${options[@]}" --config configs/features_crosscorpus_mel.yaml \
+  "$SPECTRO" images --corpus "$spec" "${options[@]}" --config $root/configs/features_crosscorpus_mel.yaml \
     --out "$work/images/mel/$name" --quiet
-  "$SPECTRO" images --corpus "$spec" "${options[@]}" --config configs/features_crosscorpus_stats.yaml \
+  "$SPECTRO" images --corpus "$spec" "${options[@]}" --config $root/configs/features_crosscorpus_stats.yaml \
     --out "$work/images/stats/$name" --quiet
 done
 trees() { local out=""; for spec in "${train[@]}"; do out+="$work/images/$1/${spec%%=*},"; done; echo "[${out%,}]"; }
@@ -56,9 +56,9 @@ trees() { local out=""; for spec in "${train[@]}"; do out+="$work/images/$1/${sp
 # 2. the two members, validated on held-out speakers of the training corpora
 for member in cnn svm; do
   tree=$([ $member = cnn ] && echo mel || echo stats)
-  "$SPECTRO" train "configs/crosscorpus_$member.yaml" --run "$member" --resume --quiet \
+  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume --quiet \
     --set "data.train=$(trees $tree)" --set "data.classes=$class_setting" \
-    --set "run.checkpoint_dir=$work/checkpoints" --set "run.log_dir=$work/runs"
+    --set "run.checkpoint_dir=$work/checkpoints" --set "run.log_dir=$work/runs" "${sets[@]}"
 done
 
 # 3. ensemble weights on the members' shared held-out speakers
@@ -71,4 +71,3 @@ fi
 # 4. every test corpus, scored by the ensemble
 corpora=(); for spec in "${test[@]}"; do corpora+=(--corpus "$spec"); done
 "$SPECTRO" evaluate "$work/ensemble.json" "${corpora[@]}" "${options[@]}" --out "$work/report" --quiet
-echo "report: $work/report/report.md"

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPECTRO=${SPECTRO:-.venv/bin/spectro}
-CONFIGS=${CONFIGS:-$(ls configs/*.yaml | grep -v '/base_')}
+CONFIGS=${CONFIGS:-$(ls configs/*.yaml | grep -Ev '/(base|features|crosscorpus)_')}
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-4000000000}
 export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-4000000000}
 

@@ -509,9 +509,11 @@ class ExperimentConfig:
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
+    """`top` over `base`, mappings merged key by key; an empty mapping (``test: {}``) clears the base's."""
     merged = dict(base)
     for key, value in top.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        nested = isinstance(value, dict) and value and isinstance(merged.get(key), dict)
+        merged[key] = _deep_merge(merged[key], value) if nested else value
     return merged
 
 

@@ -235,7 +235,7 @@ def _report_header(members: Sequence[Member], scored: Sequence[MemberScores], op
         "members": [{"checkpoint": m.checkpoint, "weight": m.weight, "model": s.state["model_name"]}
                     for m, s in zip(members, scored)] if not single else [],
         "windows": {"duration": audio.duration, "hop": audio.window_hop, "scoring": "mean of window probabilities"},
-        "normalisation": sorted({f.normalise.mode for f in inputs}), "transductive": transductive,
+        "normalisation": sorted({f.normalise.mode for f in inputs}), "transductive": list(dict.fromkeys(transductive)),
         "decision": "among the classes present in each test corpus" if opts.present_classes else "among all classes",
         "warnings": [w for s in scored for w in s.warnings], "corpora": {},
     }

@@ -49,10 +49,13 @@ def test_malformed_override_and_missing_file():
 def test_extends_merges_the_base_underneath(tmp_path):
     from spectro.config import load_experiment
 
-    (tmp_path / "base.yaml").write_text("data: {train: [a, b], classes: 6}\ntrain: {epochs: 20, seed: 3}\n")
+    (tmp_path / "base.yaml").write_text("data: {train: [a, b], classes: 6, test: {emodb: e}}\n"
+                                        "train: {epochs: 20, seed: 3}\n")
     (tmp_path / "row.yaml").write_text("extends: base.yaml\ndata: {classes: 4}\ntrain: {epochs: 2}\n")
     config = load_experiment(tmp_path / "row.yaml", ["train.seed=5"])
-    assert config.data.train == ["a", "b"] and config.data.classes == 4
+    assert config.data.train == ["a", "b"] and config.data.classes == 4 and config.data.test == {"emodb": "e"}
+    (tmp_path / "untested.yaml").write_text("extends: base.yaml\ndata: {test: {}}\n")
+    assert load_experiment(tmp_path / "untested.yaml").data.test == {}  # an empty mapping clears the base's
     assert (config.train.epochs, config.train.seed, config.run.name) == (2, 5, "row")
     (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
     with pytest.raises(ConfigError, match="extends itself"):
@@ -68,6 +71,9 @@ def test_every_shipped_config_loads():
     assert len(configs) >= 6
     for path in configs:
         if path.name.startswith("base_"):
+            continue
+        if path.name.startswith("features_"):  # picture settings for `spectro images --config`
+            assert from_dict(FeatureConfig, load_yaml(path)).normalise.mode == "speaker"
             continue
         config = load_experiment(path)
         assert config.data.train and config.run.name == path.stem
