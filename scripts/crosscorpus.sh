@@ -14,15 +14,17 @@
 #      (configs/features_crosscorpus_stats.yaml) of every corpus, each speaker's recordings standardised
 #      with that speaker's statistics (for test corpora: their own unlabelled audio, transductive);
 #   2. the CNN (configs/crosscorpus_cnn.yaml) and the SVM (configs/crosscorpus_svm.yaml), both choosing
-#      epochs and hyper-parameters on held-out speakers of the training corpora;
-#   3. ensemble weights chosen on those held-out speakers (spectro ensemble);
+#      epochs and hyper-parameters on held-out speakers of the training corpora, and their stand-ins
+#      trained with the last --train corpus held out whole (leave-one-corpus-out);
+#   3. ensemble weights chosen by UAR on that held-out corpus for the stand-ins, written for the members
+#      (spectro ensemble --apply-to; with one training corpus, on the held-out speakers);
 #   4. the ensemble evaluated on every test corpus.
 # The last line says where the report is. Outputs go to DIR (default: crosscorpus/CLASSES, under the current folder).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 SPECTRO=${SPECTRO:-$root/.venv/bin/spectro}
 
-usage() { sed -n '2,20p' "$0"; exit 2; }
+usage() { sed -n '2,22p' "$0"; exit 2; }
 [ $# -ge 1 ] || usage
 classes=$1; shift
 train=(); test=(); options=(); sets=(); work=""; list=""
@@ -53,19 +55,32 @@ for spec in "${train[@]}" "${test[@]}"; do
 done
 trees() { local out=""; for spec in "${train[@]}"; do out+="$work/images/$1/${spec%%=*},"; done; echo "[${out%,}]"; }
 
-# 2. the two members, validated on held-out speakers of the training corpora
+# 2. the two members, validated on held-out speakers of the training corpora; with two or more training
+#    corpora, also their stand-ins: the same recipes with the last training corpus held out whole
+held=""; [ ${#train[@]} -gt 1 ] && held=${train[${#train[@]}-1]}
+held_name=${held%%=*}
+if [ "$held_name" = folder ]; then  # a folder corpus is named by its folder.name option
+  for ((i = 1; i < ${#options[@]}; i += 2)); do
+    case ${options[i]} in folder.name=*) held_name=${options[i]#folder.name=} ;; esac
+  done
+fi
 for member in cnn svm; do
   tree=$([ $member = cnn ] && echo mel || echo stats)
-  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume --quiet \
-    --set "data.train=$(trees $tree)" --set "data.classes=$class_setting" \
-    --set "run.checkpoint_dir=$work/checkpoints" --set "run.log_dir=$work/runs" "${sets[@]}"
+  common=(--set "data.train=$(trees $tree)" --set "data.classes=$class_setting"
+          --set "run.checkpoint_dir=$work/checkpoints" --set "run.log_dir=$work/runs" "${sets[@]}")
+  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume --quiet "${common[@]}"
+  [ -z "$held" ] || "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "${member}_stand_in" --resume \
+    --quiet "${common[@]}" --set "data.val_corpus=$held_name" --set "data.val_speakers=[]"
 done
 
-# 3. ensemble weights on the members' shared held-out speakers
-if [ ! -f "$work/ensemble.json" ]; then
-  validation=(); for spec in "${train[@]}"; do validation+=(--validation "$spec"); done
-  "$SPECTRO" ensemble "$work/checkpoints/cnn/best.pt" "$work/checkpoints/svm/best.pt" "${validation[@]}" \
-    "${options[@]}" --out "$work/ensemble.json" --quiet
+# 3. ensemble weights by UAR on the held-out corpus, chosen for the stand-ins and given to the members
+#    (one training corpus: on the members' shared held-out speakers)
+members=("$work/checkpoints/cnn/best.pt" "$work/checkpoints/svm/best.pt")
+if [ ! -f "$work/ensemble.json" ] && [ -n "$held" ]; then
+  "$SPECTRO" ensemble "$work/checkpoints/cnn_stand_in/best.pt" "$work/checkpoints/svm_stand_in/best.pt" \
+    --validation "$held" "${options[@]}" --apply-to "${members[@]}" --out "$work/ensemble.json" --quiet
+elif [ ! -f "$work/ensemble.json" ]; then
+  "$SPECTRO" ensemble "${members[@]}" --validation "${train[0]}" "${options[@]}" --out "$work/ensemble.json" --quiet
 fi
 
 # 4. every test corpus, scored by the ensemble

@@ -153,9 +153,10 @@ def cmd_ensemble(args) -> int:
     from .ensemble import build_ensemble
 
     path, weights, uar = build_ensemble(args.checkpoints, args.out, validation=args.validation, speakers=args.speakers,
-                                        step=args.step, corpus_options=_corpus_options(args.corpus_option),
+                                        step=args.step, apply_to=args.apply_to,
+                                        corpus_options=_corpus_options(args.corpus_option),
                                         workers=args.workers, device=args.device, progress=not args.quiet)
-    for checkpoint, weight in zip(args.checkpoints, weights):
+    for checkpoint, weight in zip(args.apply_to or args.checkpoints, weights):
         print(f"{weight:.2f}  {checkpoint}")
     print(f"validation UAR {uar:.3f}; ensemble: {path} (give it to spectro evaluate or predict like a checkpoint)")
     return 0
@@ -498,6 +499,9 @@ def _add_ensemble(sub) -> None:
     p.add_argument("--speakers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], default=[],
                    metavar="S1,S2,...", help="validation speakers (default: those every member held out)")
     p.add_argument("--step", type=float, default=0.1, help="the weight grid's step")
+    p.add_argument("--apply-to", nargs="+", type=Path, default=[], metavar="CHECKPOINT",
+                   help="the members to write, one per CHECKPOINT, which are then stand-ins that choose the "
+                        "weights (e.g. the same recipes trained with a training corpus held out)")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.json", help="the ensemble file to write")
     p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
 

@@ -116,13 +116,18 @@ def common_validation_speakers(checkpoints: Sequence[str | os.PathLike]) -> list
 
 def build_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                    validation: Sequence[tuple[str, str]], speakers: Sequence[str] = (), step: float = 0.1,
-                   **options) -> tuple[Path, list[float], float]:
+                   apply_to: Sequence[str | os.PathLike] = (), **options) -> tuple[Path, list[float], float]:
     """Choose the members' weights by UAR on validation recordings that no member trained on (by default
     the validation speakers they share, in the `validation` corpora) and write the ensemble file.
+
+    With `apply_to`, the file's members are these instead, one for one: weights chosen for stand-ins (the
+    same recipes trained with a training corpus held out, ``data.val_corpus``) go to the final models
+    trained on every corpus, so that the weights are chosen by transfer to a corpus never seen.
     `options` are those of ``spectro.evaluate.Options``; returns (file, weights, validation UAR)."""
     from .evaluate import Options, combined, score_member
 
     out = Path(out)
+    final = _final_members(checkpoints, apply_to)
     speakers = list(speakers) or common_validation_speakers(checkpoints)
     opts = Options(corpora=list(validation), speakers=speakers, **options)
     members = [Member(str(c), 1.0 / len(checkpoints)) for c in checkpoints]
@@ -135,9 +140,26 @@ def build_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathL
     weights, uar = choose_weights(parts, labels, step=step)
     chosen_by = {"criterion": "UAR on validation recordings", "corpora": [n for n, _ in validation],
                  "speakers": speakers, "recordings": len(labels), "uar": uar, "grid_step": step}
-    write_ensemble(out, [Member(m.checkpoint, w) for m, w in zip(members, weights)], classes=classes,
-                   chosen_by=chosen_by)
+    if apply_to:
+        chosen_by["stand_ins"] = [os.path.relpath(Path(m.checkpoint).resolve(), out.parent.resolve()) for m in members]
+    write_ensemble(out, [Member(c, w) for c, w in zip(final, weights)], classes=classes, chosen_by=chosen_by)
     return out, weights, uar
+
+
+def _final_members(checkpoints: Sequence[str | os.PathLike], apply_to: Sequence[str | os.PathLike]) -> list[str]:
+    """The checkpoints the ensemble file will name: `apply_to` where given, each deciding among the same
+    classes as its stand-in."""
+    from .checkpoint import load_checkpoint
+
+    if not apply_to:
+        return [str(c) for c in checkpoints]
+    if len(apply_to) != len(checkpoints):
+        raise ConfigError(f"{len(apply_to)} final member(s) for {len(checkpoints)} stand-in(s); give one for each")
+    for stand_in, final in zip(checkpoints, apply_to):
+        classes = [list(load_checkpoint(path)["classes"]) for path in (stand_in, final)]
+        if classes[0] != classes[1]:
+            raise ConfigError(f"{final} decides among {classes[1]}, its stand-in {stand_in} among {classes[0]}")
+    return [str(c) for c in apply_to]
 
 
 class EnsemblePredictor:

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,6 +182,14 @@ def test_ensemble_weights_are_chosen_on_validation_speakers(two_models, synth_co
     saved = json.loads(path.read_text())
     assert saved["chosen_by"]["speakers"] == ["synth-a02m"] and saved["chosen_by"]["recordings"] == 8
     assert sum(m["weight"] for m in saved["members"]) == pytest.approx(1) and saved["chosen_by"]["uar"] == uar
+    applied, same, _ = build_ensemble([one, two], tmp_path / "applied.json", apply_to=[two, one],
+                                      validation=[("synth", str(synth_corpus / "synth-a"))], workers=1, progress=False)
+    saved = json.loads(applied.read_text())  # stand-ins choose, the final members are written
+    assert same == weights and [m["weight"] for m in saved["members"]] == weights
+    assert [Path(m["checkpoint"]).parent.name for m in saved["members"]] == ["two", "one"]
+    assert [Path(p).parent.name for p in saved["chosen_by"]["stand_ins"]] == ["one", "two"]
+    with pytest.raises(ConfigError, match="give one for each"):
+        build_ensemble([one, two], tmp_path / "odd.json", apply_to=[one], validation=[], workers=1, progress=False)
     with pytest.raises(ConfigError, match="took part in the model's training data"):  # never training speakers
         build_ensemble([one, two], tmp_path / "bad.json", validation=[("synth", str(synth_corpus / "synth-a"))],
                        speakers=["synth-a01f"], workers=1, progress=False)
