@@ -19,12 +19,14 @@
 #   3. ensemble weights chosen by UAR on that held-out corpus for the stand-ins, written for the members
 #      (spectro ensemble --apply-to; with one training corpus, on the held-out speakers);
 #   4. the ensemble evaluated on every test corpus.
+# Steps 3 and 4 re-estimate the CNN's BatchNorm statistics on the corpus scored (AdaBN: transductive,
+# its unlabelled audio only; reported).
 # The last line says where the report is. Outputs go to DIR (default: crosscorpus/CLASSES, under the current folder).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 SPECTRO=${SPECTRO:-$root/.venv/bin/spectro}
 
-usage() { sed -n '2,22p' "$0"; exit 2; }
+usage() { sed -n '2,24p' "$0"; exit 2; }
 [ $# -ge 1 ] || usage
 classes=$1; shift
 train=(); test=(); options=(); sets=(); work=""; list=""
@@ -78,11 +80,12 @@ done
 members=("$work/checkpoints/cnn/best.pt" "$work/checkpoints/svm/best.pt")
 if [ ! -f "$work/ensemble.json" ] && [ -n "$held" ]; then
   "$SPECTRO" ensemble "$work/checkpoints/cnn_stand_in/best.pt" "$work/checkpoints/svm_stand_in/best.pt" \
-    --validation "$held" "${options[@]}" --apply-to "${members[@]}" --out "$work/ensemble.json" --quiet
+    --validation "$held" "${options[@]}" --apply-to "${members[@]}" --adabn --out "$work/ensemble.json" --quiet
 elif [ ! -f "$work/ensemble.json" ]; then
-  "$SPECTRO" ensemble "${members[@]}" --validation "${train[0]}" "${options[@]}" --out "$work/ensemble.json" --quiet
+  "$SPECTRO" ensemble "${members[@]}" --validation "${train[0]}" "${options[@]}" --adabn --out "$work/ensemble.json" \
+    --quiet
 fi
 
 # 4. every test corpus, scored by the ensemble
 corpora=(); for spec in "${test[@]}"; do corpora+=(--corpus "$spec"); done
-"$SPECTRO" evaluate "$work/ensemble.json" "${corpora[@]}" "${options[@]}" --out "$work/report" --quiet
+"$SPECTRO" evaluate "$work/ensemble.json" "${corpora[@]}" "${options[@]}" --adabn --out "$work/report" --quiet

@@ -153,7 +153,7 @@ def cmd_ensemble(args) -> int:
     from .ensemble import build_ensemble
 
     path, weights, uar = build_ensemble(args.checkpoints, args.out, validation=args.validation, speakers=args.speakers,
-                                        step=args.step, apply_to=args.apply_to,
+                                        step=args.step, apply_to=args.apply_to, adabn=args.adabn,
                                         corpus_options=_corpus_options(args.corpus_option),
                                         workers=args.workers, device=args.device, progress=not args.quiet)
     for checkpoint, weight in zip(args.apply_to or args.checkpoints, weights):
@@ -502,6 +502,9 @@ def _add_ensemble(sub) -> None:
     p.add_argument("--apply-to", nargs="+", type=Path, default=[], metavar="CHECKPOINT",
                    help="the members to write, one per CHECKPOINT, which are then stand-ins that choose the "
                         "weights (e.g. the same recipes trained with a training corpus held out)")
+    p.add_argument("--adabn", action="store_true",
+                   help="choose the weights with BatchNorm statistics re-estimated on the validation corpus's "
+                        "unlabelled audio, for an ensemble to be evaluated with --adabn")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.json", help="the ensemble file to write")
     p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
 

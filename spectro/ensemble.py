@@ -140,6 +140,8 @@ def build_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathL
     weights, uar = choose_weights(parts, labels, step=step)
     chosen_by = {"criterion": "UAR on validation recordings", "corpora": [n for n, _ in validation],
                  "speakers": speakers, "recordings": len(labels), "uar": uar, "grid_step": step}
+    if opts.adabn:
+        chosen_by["adabn"] = True
     if apply_to:
         chosen_by["stand_ins"] = [os.path.relpath(Path(m.checkpoint).resolve(), out.parent.resolve()) for m in members]
     write_ensemble(out, [Member(c, w) for c, w in zip(final, weights)], classes=classes, chosen_by=chosen_by)

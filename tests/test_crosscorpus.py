@@ -188,6 +188,9 @@ def test_ensemble_weights_are_chosen_on_validation_speakers(two_models, synth_co
     assert same == weights and [m["weight"] for m in saved["members"]] == weights
     assert [Path(m["checkpoint"]).parent.name for m in saved["members"]] == ["two", "one"]
     assert [Path(p).parent.name for p in saved["chosen_by"]["stand_ins"]] == ["one", "two"]
+    adapted, _, _ = build_ensemble([one, two], tmp_path / "adapted.json", adabn=True,
+                                   validation=[("synth", str(synth_corpus / "synth-a"))], workers=1, progress=False)
+    assert json.loads(adapted.read_text())["chosen_by"]["adabn"] and "adabn" not in saved["chosen_by"]
     with pytest.raises(ConfigError, match="give one for each"):
         build_ensemble([one, two], tmp_path / "odd.json", apply_to=[one], validation=[], workers=1, progress=False)
     with pytest.raises(ConfigError, match="took part in the model's training data"):  # never training speakers
