@@ -124,7 +124,7 @@ def build_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathL
     same recipes trained with a training corpus held out, ``data.val_corpus``) go to the final models
     trained on every corpus, so that the weights are chosen by transfer to a corpus never seen.
     `options` are those of ``spectro.evaluate.Options``; returns (file, weights, validation UAR)."""
-    from .evaluate import Options, combined, score_member
+    from .evaluate import Options, combined, require_adapted, score_member
 
     out = Path(out)
     final = _final_members(checkpoints, apply_to)
@@ -133,6 +133,7 @@ def build_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathL
     members = [Member(str(c), 1.0 / len(checkpoints)) for c in checkpoints]
     scored = [score_member(m.checkpoint, out.parent / f"{out.stem}.validation" / f"member{i + 1}", opts)
               for i, m in enumerate(members)]
+    require_adapted(scored, opts)
     classes = list(scored[0].state["classes"])
     sets = [combined(name, members, scored, separate=True) for name, test in scored[0].tests.items() if test.rows]
     parts = [np.concatenate([p[k] for _, p in sets]) for k in range(len(members))]

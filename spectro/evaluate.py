@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .fileio import atomic_open
 from .images import (build_image_dataset, image_relpath, read_augmentation, read_feature_settings, read_image_manifest,
                      read_tree_digests)
-from .inference import adapt_batchnorm, predict_proba, resolve_device, scoring_autocast
+from .inference import adapt_batchnorm, batchnorm_layers, predict_proba, resolve_device, scoring_autocast
 from .leakage import TrainingRecord
 from .locks import job_lock
 from .manifest import scan_corpora
@@ -71,6 +71,7 @@ class MemberScores:
     warnings: list[str]
     tests: dict[str, TestSet]
     probabilities: dict[str, np.ndarray]  # corpus -> (recordings, classes), in the order of tests[corpus].rows
+    adapted: bool = False  # BatchNorm statistics re-estimated on each corpus (AdaBN)
 
 
 def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], out_dir: str | Path, *,
@@ -83,6 +84,7 @@ def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], out_dir: 
     with job_lock(out_dir, "spectro evaluate"):
         scored = [score_member(m.checkpoint, out_dir / "images" / (f"member{i + 1}" if len(members) > 1 else ""),
                                opts) for i, m in enumerate(members)]
+        require_adapted(scored, opts)
         classes = list(scored[0].state["classes"])
         if any(list(s.state["classes"]) != classes for s in scored):
             raise ConfigError(f"ensemble members decide among different classes ({[s.state['classes'] for s in scored]})")
@@ -124,12 +126,19 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
         images = ImageSet([p for p, _ in test.rows], [u for _, u in test.rows], classes, desc=f"{name} images",
                           progress=opts.progress)
         scorer = model
-        if opts.adabn:
+        if opts.adabn and batchnorm_layers(model):  # an ensemble's members without BatchNorm score as trained
             scorer = copy.deepcopy(model)
             adapt_batchnorm(scorer, images, device=device, batch_size=batch_size)
         probabilities[name] = predict_proba(scorer, images, device=device, batch_size=batch_size,
                                             autocast=scoring_autocast(state, device)).numpy()
-    return MemberScores(state, warnings, tests, probabilities)
+    return MemberScores(state, warnings, tests, probabilities, adapted=opts.adabn and bool(batchnorm_layers(model)))
+
+
+def require_adapted(scored: Sequence[MemberScores], opts: Options) -> None:
+    """AdaBN adapts every member that has BatchNorm layers; with none to adapt, --adabn is a mistake."""
+    if opts.adabn and not any(s.adapted for s in scored):
+        names = sorted({s.state["model_name"] for s in scored})
+        raise ConfigError(f"{', '.join(names)}: no BatchNorm layer to adapt; leave out --adabn")
 
 
 def combined(name: str, members: Sequence[Member], scored: Sequence[MemberScores], *, separate: bool = False):

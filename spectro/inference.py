@@ -100,10 +100,14 @@ def window_probabilities(model: nn.Module, images, *, device: torch.device, batc
 
 
 @torch.no_grad()
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def adapt_batchnorm(model: nn.Module, images, *, device: torch.device, batch_size: int = 64) -> int:
     """AdaBN (Li et al. 2016): replace every BatchNorm layer's running statistics by those of `images`'
     windows (an unlabelled corpus), leaving every learnt weight alone. Returns the number of layers."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorm_layers(model)
     if not norms:
         raise ConfigError(f"{type(model).__name__} has no BatchNorm layer to adapt; leave out --adabn")
     model.eval()

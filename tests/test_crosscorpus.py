@@ -218,6 +218,17 @@ def test_adabn_adapts_batchnorm_statistics_only_and_is_recorded(two_models, synt
     assert any(t.startswith("AdaBN") for t in report["transductive"])
 
 
+def test_adabn_in_an_ensemble_needs_one_member_with_batchnorm():
+    from spectro.evaluate import MemberScores, Options, require_adapted
+
+    svm = MemberScores({"model_name": "svm"}, [], {}, {}, adapted=False)
+    cnn = MemberScores({"model_name": "efficientnet_lite0"}, [], {}, {}, adapted=True)
+    require_adapted([cnn, svm], Options(adabn=True))  # the SVM scores as trained
+    require_adapted([svm], Options())
+    with pytest.raises(ConfigError, match="svm: no BatchNorm layer to adapt"):
+        require_adapted([svm, svm], Options(adabn=True))
+
+
 def test_present_classes_decide_among_the_classes_a_corpus_has(two_models, synth_corpus, tmp_path):
     root, one, _ = two_models
     three = [u for u in scan_corpus("synth", synth_corpus / "synth-b").utterances if u.emotion != "neutral"]
