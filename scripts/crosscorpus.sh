@@ -15,7 +15,9 @@
 #      with that speaker's statistics (for test corpora: their own unlabelled audio, transductive);
 #   2. the CNN (configs/crosscorpus_cnn.yaml) and the SVM (configs/crosscorpus_svm.yaml), both choosing
 #      epochs and hyper-parameters on held-out speakers of the training corpora, and their stand-ins
-#      trained with the last --train corpus held out whole (leave-one-corpus-out);
+#      trained with the last --train corpus held out whole (leave-one-corpus-out); the CNN's
+#      domain-adversarial branch sees the unlabelled audio of the test corpora (the stand-in's: the
+#      held-out corpus), which is transductive and recorded;
 #   3. ensemble weights chosen by UAR on that held-out corpus for the stand-ins, written for the members
 #      (spectro ensemble --apply-to; with one training corpus, on the held-out speakers);
 #   4. the ensemble evaluated on every test corpus.
@@ -26,7 +28,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 SPECTRO=${SPECTRO:-$root/.venv/bin/spectro}
 
-usage() { sed -n '2,24p' "$0"; exit 2; }
+usage() { sed -n '2,26p' "$0"; exit 2; }
 [ $# -ge 1 ] || usage
 classes=$1; shift
 train=(); test=(); options=(); sets=(); work=""; list=""
@@ -66,13 +68,18 @@ if [ "$held_name" = folder ]; then  # a folder corpus is named by its folder.nam
     case ${options[i]} in folder.name=*) held_name=${options[i]#folder.name=} ;; esac
   done
 fi
+targets=""; for spec in "${test[@]}"; do targets+="$work/images/mel/${spec%%=*},"; done
 for member in cnn svm; do
   tree=$([ $member = cnn ] && echo mel || echo stats)
   common=(--set "data.train=$(trees $tree)" --set "data.classes=$class_setting"
           --set "run.checkpoint_dir=$work/checkpoints" --set "run.log_dir=$work/runs" "${sets[@]}")
-  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume --quiet "${common[@]}"
+  # the CNN's adversary learns from the unlabelled audio of the corpora it will be scored on (transductive)
+  own=(); stand_in=()
+  [ $member = svm ] || own=(--set "adversarial.target=[${targets%,}]")
+  [ $member = svm ] || stand_in=(--set "adversarial.target=[$work/images/mel/${held%%=*}]")
+  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume --quiet "${common[@]}" "${own[@]}"
   [ -z "$held" ] || "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "${member}_stand_in" --resume \
-    --quiet "${common[@]}" --set "data.val_corpus=$held_name" --set "data.val_speakers=[]"
+    --quiet "${common[@]}" --set "data.val_corpus=$held_name" --set "data.val_speakers=[]" "${stand_in[@]}"
 done
 
 # 3. ensemble weights by UAR on the held-out corpus, chosen for the stand-ins and given to the members
