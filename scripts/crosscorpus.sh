@@ -22,7 +22,7 @@
 #      (spectro ensemble --apply-to; with one training corpus, on the held-out speakers);
 #   4. the ensemble evaluated on every test corpus.
 # Steps 3 and 4 re-estimate the CNN's BatchNorm statistics on the corpus scored (AdaBN: transductive,
-# its unlabelled audio only; reported).
+# its unlabelled audio only; reported) if that gives the better validation UAR in step 3.
 # The last line says where the report is. Outputs go to DIR (default: crosscorpus/CLASSES, under the current folder).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,16 +83,22 @@ for member in cnn svm; do
 done
 
 # 3. ensemble weights by UAR on the held-out corpus, chosen for the stand-ins and given to the members
-#    (one training corpus: on the members' shared held-out speakers)
+#    (one training corpus: on the members' shared held-out speakers), without and with AdaBN
 members=("$work/checkpoints/cnn/best.pt" "$work/checkpoints/svm/best.pt")
-if [ ! -f "$work/ensemble.json" ] && [ -n "$held" ]; then
-  "$SPECTRO" ensemble "$work/checkpoints/cnn_stand_in/best.pt" "$work/checkpoints/svm_stand_in/best.pt" \
-    --validation "$held" "${options[@]}" --apply-to "${members[@]}" --adabn --out "$work/ensemble.json" --quiet
-elif [ ! -f "$work/ensemble.json" ]; then
-  "$SPECTRO" ensemble "${members[@]}" --validation "${train[0]}" "${options[@]}" --adabn --out "$work/ensemble.json" \
-    --quiet
-fi
+for adabn in "" --adabn; do
+  out="$work/ensemble${adabn:+_adabn}.json"
+  [ ! -f "$out" ] || continue
+  if [ -n "$held" ]; then
+    "$SPECTRO" ensemble "$work/checkpoints/cnn_stand_in/best.pt" "$work/checkpoints/svm_stand_in/best.pt" \
+      --validation "$held" "${options[@]}" --apply-to "${members[@]}" $adabn --out "$out" --quiet
+  else
+    "$SPECTRO" ensemble "${members[@]}" --validation "${train[0]}" "${options[@]}" $adabn --out "$out" --quiet
+  fi
+done
+adabn=$(python3 -c 'import json, sys; a, b = (json.load(open(p))["chosen_by"]["uar"] for p in sys.argv[1:])
+print("--adabn" if b > a else "")' "$work/ensemble.json" "$work/ensemble_adabn.json")
 
-# 4. every test corpus, scored by the ensemble
+# 4. every test corpus, scored by the ensemble that validated better
 corpora=(); for spec in "${test[@]}"; do corpora+=(--corpus "$spec"); done
-"$SPECTRO" evaluate "$work/ensemble.json" "${corpora[@]}" "${options[@]}" --adabn --out "$work/report" --quiet
+"$SPECTRO" evaluate "$work/ensemble${adabn:+_adabn}.json" "${corpora[@]}" "${options[@]}" $adabn --out "$work/report" \
+  --quiet
