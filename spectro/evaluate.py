@@ -119,6 +119,7 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
         raise ConfigError("nothing to evaluate: pass --corpus NAME=PATH or --images NAME=DIR")
     warnings = check_held_out(state, tests, against_validation=not opts.speakers)
     batch_size = 2 * state["config"]["train"]["batch_size"]
+    adapt = opts.adabn and bool(batchnorm_layers(model))  # an ensemble's members without BatchNorm score as trained
     probabilities = {}
     for name, test in tests.items():
         if not test.rows:
@@ -126,12 +127,12 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
         images = ImageSet([p for p, _ in test.rows], [u for _, u in test.rows], classes, desc=f"{name} images",
                           progress=opts.progress)
         scorer = model
-        if opts.adabn and batchnorm_layers(model):  # an ensemble's members without BatchNorm score as trained
+        if adapt:
             scorer = copy.deepcopy(model)
             adapt_batchnorm(scorer, images, device=device, batch_size=batch_size)
         probabilities[name] = predict_proba(scorer, images, device=device, batch_size=batch_size,
                                             autocast=scoring_autocast(state, device)).numpy()
-    return MemberScores(state, warnings, tests, probabilities, adapted=opts.adabn and bool(batchnorm_layers(model)))
+    return MemberScores(state, warnings, tests, probabilities, adapted=adapt)
 
 
 def require_adapted(scored: Sequence[MemberScores], opts: Options) -> None:

@@ -24,6 +24,25 @@ def write_audio(path, y: np.ndarray, sr: int = 16000) -> str:
     return str(path)
 
 
+def run_config(trees: list, tmp_path, *, name: str = "r", model: str = "tiny_efficientnet", **sections) -> dict:
+    """A tiny run on `trees` (2 epochs of batch 4, validation speaker synth-a02m, outputs under `tmp_path`);
+    each of `sections` updates that section."""
+    data = {"data": {"train": trees, "classes": 4, "val_speakers": ["synth-a02m"]},
+            "model": {"name": model, "pretrained": False},
+            "train": {"epochs": 2, "batch_size": 4, "freeze_epochs": 0},
+            "run": {"name": name, "checkpoint_dir": str(tmp_path / "ck"), "log_dir": str(tmp_path / "runs")}}
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return data
+
+
+def fit(data: dict, **kwargs) -> dict:
+    from spectro.config import ExperimentConfig, from_dict
+    from spectro.training import Trainer
+
+    return Trainer(from_dict(ExperimentConfig, data), progress=False).fit(**kwargs)
+
+
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory):
     """A small deterministic synthetic corpus: 4 emotions x 2 languages x 2 speakers x 2 utterances."""

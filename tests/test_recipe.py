@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from spectro.checkpoint import load_checkpoint
-from spectro.config import ExperimentConfig, FeatureConfig, from_dict
+from spectro.config import FeatureConfig, from_dict
 from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError
 from spectro.evaluate import evaluate_checkpoint
 from spectro.images import build_image_dataset
-from spectro.training import Trainer, TrainingStopped
+from spectro.training import TrainingStopped
 
+from conftest import fit, run_config
 from test_train import _signal_on_call
 
 SMALL = from_dict(FeatureConfig, {"image": {"size": 32}})
@@ -38,17 +39,8 @@ def trees(synth_corpus, tmp_path_factory):
 
 
 def config(trees, tmp_path, name="r", *, corpora=("a",), **sections) -> dict:
-    data = {"data": {"train": [str(trees / t) for t in corpora], "classes": 4, "val_speakers": ["synth-a02m"]},
-            "model": {"name": "tiny_efficientnet", "pretrained": False},
-            "train": {"epochs": 2, "batch_size": 8, "freeze_epochs": 0},
-            "run": {"name": name, "checkpoint_dir": str(tmp_path / "ck"), "log_dir": str(tmp_path / "runs")}}
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
-    return data
-
-
-def fit(data: dict, **kwargs) -> dict:
-    return Trainer(from_dict(ExperimentConfig, data), progress=False).fit(**kwargs)
+    sections["train"] = {"batch_size": 8, **sections.get("train", {})}
+    return run_config([str(trees / t) for t in corpora], tmp_path, name=name, **sections)
 
 
 def test_a_held_out_corpus_chooses_the_checkpoint(trees, tmp_path):

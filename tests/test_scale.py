@@ -14,12 +14,13 @@ import torch
 import yaml
 
 from spectro.checkpoint import load_checkpoint
-from spectro.config import ExperimentConfig, FeatureConfig, from_dict
+from spectro.config import FeatureConfig, from_dict
 from spectro.corpora import scan_corpus
 from spectro.data import ImageSet
 from spectro.images import build_image_dataset, load_array, read_image_manifest
-from spectro.training import Trainer, TrainingStopped
+from spectro.training import TrainingStopped
 
+from conftest import fit, run_config
 from test_train import _signal_on_call
 
 SMALL = {"image": {"size": 32}}
@@ -35,27 +36,13 @@ def trees(synth_corpus, tmp_path_factory):
     return root
 
 
-def config(sources, tmp_path, *, name="r", model="tiny_efficientnet", **sections) -> dict:
-    data = {"data": {"train": sources, "classes": 4, "val_speakers": ["synth-a02m"]},
-            "model": {"name": model, "pretrained": False},
-            "train": {"epochs": 2, "batch_size": 4, "freeze_epochs": 0},
-            "run": {"name": name, "checkpoint_dir": str(tmp_path / "ck"), "log_dir": str(tmp_path / "runs")}}
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
-    return data
-
-
-def fit(data: dict, **kwargs) -> dict:
-    return Trainer(from_dict(ExperimentConfig, data), progress=False).fit(**kwargs)
-
-
 # A model whose steps do not depend on how a batch is cut: no batch normalisation, no dropout, no masks.
 # Then accumulation and several processes must reproduce one process's steps up to float rounding.
 CUT_FREE = {"model": "mfcc_cnn1", "augment": {"time_masks": 0, "freq_masks": 0}}
 
 
 def cut_free(trees, tmp_path, name="r", **train) -> dict:
-    data = config([str(trees / "mfcc")], tmp_path, name=name, model=CUT_FREE["model"], augment=CUT_FREE["augment"],
+    data = run_config([str(trees / "mfcc")], tmp_path, name=name, model=CUT_FREE["model"], augment=CUT_FREE["augment"],
                   train={"epochs": 3, "class_balance": "sampler", **train})
     data["model"]["drop_rate"] = 0.0
     return data
@@ -95,8 +82,8 @@ def test_sequence_batches_are_padded_to_their_own_longest_window(trees):
 
 
 def test_loader_workers_change_nothing_but_speed(trees, tmp_path):
-    inline = fit(config([str(trees / "mel")], tmp_path / "a", train={"workers": 0}))
-    assert fit(config([str(trees / "mel")], tmp_path / "b", train={"workers": 2})) == inline
+    inline = fit(run_config([str(trees / "mel")], tmp_path / "a", train={"workers": 0}))
+    assert fit(run_config([str(trees / "mel")], tmp_path / "b", train={"workers": 2})) == inline
 
 
 def test_accumulating_two_half_batches_takes_the_steps_of_one_whole_batch(trees, tmp_path):
@@ -122,21 +109,21 @@ def test_precision_bf16_trains_and_validates_under_autocast(trees, tmp_path, mon
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(module, "forward", recording)
-    fit(config([str(trees / "mel")], tmp_path, train={"precision": "bf16", "epochs": 1}))
+    fit(run_config([str(trees / "mel")], tmp_path, train={"precision": "bf16", "epochs": 1}))
     assert seen and all(dtype == torch.bfloat16 for dtype in seen)
     seen.clear()
-    fit(config([str(trees / "mel")], tmp_path, name="fp32", train={"epochs": 1}))
+    fit(run_config([str(trees / "mel")], tmp_path, name="fp32", train={"epochs": 1}))
     assert seen and not any(seen)  # auto on a CPU: full precision
 
 
 @pytest.mark.parametrize("kind", ["lstm", "fusion", "sampler"])
 def test_a_stop_mid_epoch_resumes_exactly_for_each_model_and_sampler(trees, tmp_path, monkeypatch, kind):
     if kind == "lstm":
-        data = config([str(trees / "frames")], tmp_path / "a", model="lstm")
+        data = run_config([str(trees / "frames")], tmp_path / "a", model="lstm")
     elif kind == "fusion":
-        data = config([{"mel": str(trees / "mel"), "mfcc": str(trees / "mfcc")}], tmp_path / "a", model="tiny_fusion")
+        data = run_config([{"mel": str(trees / "mel"), "mfcc": str(trees / "mfcc")}], tmp_path / "a", model="tiny_fusion")
     else:
-        data = config([str(trees / "mel")], tmp_path / "a", train={"class_balance": kind})
+        data = run_config([str(trees / "mel")], tmp_path / "a", train={"class_balance": kind})
     reference = fit(data)
     restore = _signal_on_call(monkeypatch, call=9, signals=[signal.SIGTERM])  # epoch 2 of 6 batches, mid-way
     data["run"] = {**data["run"], "checkpoint_dir": str(tmp_path / "b" / "ck"), "log_dir": str(tmp_path / "b" / "runs")}

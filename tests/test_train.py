@@ -15,9 +15,11 @@ from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError, DataError
 from spectro.images import build_image_dataset
 from spectro.data import EpochSampler
-from spectro.training import Trainer, TrainingStopped, start_run
+from spectro.training import TrainingStopped, start_run
 from spectro.training.optim import lr_factor, sample_weights
 from spectro.training.state import seed_for
+
+from conftest import fit
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,6 @@ def tiny_config(tree, tmp_path, **train) -> dict:
         "train": {"epochs": 3, "batch_size": 4, "freeze_epochs": 1, **train},
         "run": {"name": "tiny", "checkpoint_dir": str(tmp_path / "checkpoints"), "log_dir": str(tmp_path / "runs")},
     }
-
-
-def fit(data: dict, **kwargs) -> dict:
-    return Trainer(from_dict(ExperimentConfig, data), progress=False).fit(**kwargs)
 
 
 def prepared(data: dict):
