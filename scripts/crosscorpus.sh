@@ -2,13 +2,14 @@
 # The recommended cross-corpus recipe, from corpus folders to a report, for one class setup:
 #
 #   scripts/crosscorpus.sh CLASSES --train NAME=PATH [NAME=PATH ...] --test NAME=PATH [NAME=PATH ...] \
-#       [--corpus-option NAME.OPTION=VALUE ...] [--set KEY=VALUE ...] [--work DIR]
+#       [--corpus-option NAME.OPTION=VALUE ...] [--set KEY=VALUE ...] [--cnn-set KEY=VALUE ...] [--work DIR]
 #
 #   scripts/crosscorpus.sh 4 --train ravdess=/data/RAVDESS tess=/data/TESS --test emodb=/data/EMO-DB
 #
 # CLASSES is a numbered setup (4, 5, 6, ...) or a comma list such as neutral,happy,sad,angry,boredom.
 # Any corpus the catalogue reads works, `folder=PATH` included (with --corpus-option folder.name=...).
-# --set overrides a training setting of both members, e.g. train.epochs=4 or model.weights=FILE.
+# --set overrides a training setting of both members, e.g. train.epochs=4; --cnn-set one of the CNN's only,
+# e.g. model.name=efficientnet_lite1 or model.weights=FILE.
 # Steps (each resumes; rerun the same command after an interruption, nothing finished is redone):
 #   1. pictures (configs/features_crosscorpus_mel.yaml) and utterance statistics
 #      (configs/features_crosscorpus_stats.yaml) of every corpus, each speaker's recordings standardised
@@ -28,16 +29,17 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 SPECTRO=${SPECTRO:-$root/.venv/bin/spectro}
 
-usage() { sed -n '2,26p' "$0"; exit 2; }
+usage() { sed -n '2,27p' "$0"; exit 2; }
 [ $# -ge 1 ] || usage
 classes=$1; shift
-train=(); test=(); options=(); sets=(); work=""; list=""
+train=(); test=(); options=(); sets=(); cnn_sets=(); work=""; list=""
 while [ $# -gt 0 ]; do
   case $1 in
     --train) list=train ;;
     --test) list=test ;;
     --corpus-option) options+=(--corpus-option "$2"); shift ;;
     --set) sets+=(--set "$2"); shift ;;
+    --cnn-set) cnn_sets+=(--set "$2"); shift ;;
     --work) work=$2; shift ;;
     -h|--help) usage ;;
     *=*) [ "$list" = train ] && train+=("$1") || { [ "$list" = test ] && test+=("$1") || usage; } ;;
@@ -75,6 +77,7 @@ for member in cnn svm; do
           --set "run.checkpoint_dir=$work/checkpoints" --set "run.log_dir=$work/runs" "${sets[@]}")
   # the CNN's adversary learns from the unlabelled audio of the corpora it will be scored on (transductive)
   own=(); stand_in=()
+  [ $member = svm ] || common+=("${cnn_sets[@]}")
   [ $member = svm ] || own=(--set "adversarial.target=[${targets%,}]")
   [ $member = svm ] || stand_in=(--set "adversarial.target=[$work/images/mel/${held%%=*}]")
   "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume --quiet "${common[@]}" "${own[@]}"

@@ -243,3 +243,56 @@ def test_present_classes_decide_among_the_classes_a_corpus_has(two_models, synth
     for p in _predictions(tmp_path / "eval", "folder").values():
         assert p[0] == 0 and sum(p) == pytest.approx(1, abs=1e-5)
     assert "Classes absent from folder and left out of the decision: neutral" in (tmp_path / "eval" / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- the one-command recipe
+def _recipe_corpora(root: Path) -> tuple[Path, Path, Path]:
+    """A synth corpus, a TESS-layout corpus and a folder-per-label test corpus in another 'language'."""
+    import shutil
+
+    from spectro.synth import generate_corpus
+
+    generate_corpus(root / "a", languages=("synth-a",), speakers_per_language=3, utterances_per_emotion=3, seed=1)
+    generate_corpus(root / "b", languages=("synth-a",), speakers_per_language=2, utterances_per_emotion=4, seed=2)
+    generate_corpus(root / "c", languages=("synth-b",), speakers_per_language=2, utterances_per_emotion=4, seed=3)
+    for wav in (root / "b").rglob("*.wav"):  # synth_<language>_<speaker>_<emotion>_<NN>.wav
+        speaker, emotion, number = wav.stem.split("_")[2:]
+        who = "OAF" if speaker.endswith("01f") else "YAF"
+        (root / "tess" / f"{who}_{emotion}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, root / "tess" / f"{who}_{emotion}" / f"{who}_w{number}_{emotion}.wav")
+    for wav in (root / "c").rglob("*.wav"):
+        (root / "test" / wav.stem.split("_")[3]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, root / "test" / wav.stem.split("_")[3] / wav.name)
+    return root / "a", root / "tess", root / "test"
+
+
+def test_the_recipe_script_runs_from_corpus_folders_to_a_report_and_a_rerun_redoes_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    synth, tess, test = _recipe_corpora(tmp_path)
+    script = Path(__file__).parents[1] / "scripts" / "crosscorpus.sh"
+    command = [str(script), "4", "--train", f"synth={synth}", f"tess={tess}", "--test", f"folder={test}",
+               "--corpus-option", "folder.name=german", "--set", "train.epochs=1", "--set", "train.batch_size=8",
+               "--cnn-set", "model.name=tiny_efficientnet", "--cnn-set", "model.pretrained=false",
+               "--work", "out"]
+    env = {**os.environ, "SPECTRO": str(Path(sys.executable).parent / "spectro")}
+    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = tmp_path / "out" / "report" / "report.md"
+    assert first.stdout.strip().splitlines()[-1] == "report: out/report/report.md"
+    scores = json.loads((report.parent / "report.json").read_text())
+    assert scores["corpora"]["german"]["uar"] > 0.5  # four classes: a constant answer scores 0.25
+    text = report.read_text()
+    assert "transductive" in text and "speaker" in text  # the test corpus's own statistics, said in the report
+    ensemble = json.loads((tmp_path / "out" / "ensemble.json").read_text())
+    assert [Path(m["checkpoint"]).parent.name for m in ensemble["members"]] == ["cnn", "svm"]  # not the stand-ins
+    assert ensemble["chosen_by"]["corpora"] == ["tess"]  # weights chosen on the held-out training corpus
+
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.pt")}
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.pt")} == written
+    assert json.loads((report.parent / "report.json").read_text())["corpora"]["german"]["uar"] == \
+        scores["corpora"]["german"]["uar"]
