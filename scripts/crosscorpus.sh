@@ -49,15 +49,17 @@ while [ $# -gt 0 ]; do
 done
 [ ${#train[@]} -gt 0 ] && [ ${#test[@]} -gt 0 ] || usage
 work=${work:-crosscorpus/${classes//,/_}}
+# progress bars on a terminal; in a log, only the epoch lines and results
+quiet=(); [ -t 1 ] || quiet=(--quiet)
 case $classes in *,*) class_setting="[$classes]" ;; *) class_setting=$classes ;; esac
 
 # 1. pictures and statistics of every corpus
 for spec in "${train[@]}" "${test[@]}"; do
   name=${spec%%=*}
   "$SPECTRO" images --corpus "$spec" "${options[@]}" --config $root/configs/features_crosscorpus_mel.yaml \
-    --out "$work/images/mel/$name" --quiet
+    --out "$work/images/mel/$name" "${quiet[@]}"
   "$SPECTRO" images --corpus "$spec" "${options[@]}" --config $root/configs/features_crosscorpus_stats.yaml \
-    --out "$work/images/stats/$name" --quiet
+    --out "$work/images/stats/$name" "${quiet[@]}"
 done
 trees() { local out=""; for spec in "${train[@]}"; do out+="$work/images/$1/${spec%%=*},"; done; echo "[${out%,}]"; }
 
@@ -80,9 +82,9 @@ for member in cnn svm; do
   [ $member = svm ] || common+=("${cnn_sets[@]}")
   [ $member = svm ] || own=(--set "adversarial.target=[${targets%,}]")
   [ $member = svm ] || stand_in=(--set "adversarial.target=[$work/images/mel/${held%%=*}]")
-  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume --quiet "${common[@]}" "${own[@]}"
+  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume "${quiet[@]}" "${common[@]}" "${own[@]}"
   [ -z "$held" ] || "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "${member}_stand_in" --resume \
-    --quiet "${common[@]}" --set "data.val_corpus=$held_name" --set "data.val_speakers=[]" "${stand_in[@]}"
+    "${quiet[@]}" "${common[@]}" --set "data.val_corpus=$held_name" --set "data.val_speakers=[]" "${stand_in[@]}"
 done
 
 # 3. ensemble weights by UAR on the held-out corpus, chosen for the stand-ins and given to the members
@@ -93,9 +95,9 @@ for adabn in "" --adabn; do
   [ ! -f "$out" ] || continue
   if [ -n "$held" ]; then
     "$SPECTRO" ensemble "$work/checkpoints/cnn_stand_in/best.pt" "$work/checkpoints/svm_stand_in/best.pt" \
-      --validation "$held" "${options[@]}" --apply-to "${members[@]}" $adabn --out "$out" --quiet
+      --validation "$held" "${options[@]}" --apply-to "${members[@]}" $adabn --out "$out" "${quiet[@]}"
   else
-    "$SPECTRO" ensemble "${members[@]}" --validation "${train[0]}" "${options[@]}" $adabn --out "$out" --quiet
+    "$SPECTRO" ensemble "${members[@]}" --validation "${train[0]}" "${options[@]}" $adabn --out "$out" "${quiet[@]}"
   fi
 done
 adabn=$(python3 -c 'import json, sys; a, b = (json.load(open(p))["chosen_by"]["uar"] for p in sys.argv[1:])
@@ -104,4 +106,4 @@ print("--adabn" if b > a else "")' "$work/ensemble.json" "$work/ensemble_adabn.j
 # 4. every test corpus, scored by the ensemble that validated better
 corpora=(); for spec in "${test[@]}"; do corpora+=(--corpus "$spec"); done
 "$SPECTRO" evaluate "$work/ensemble${adabn:+_adabn}.json" "${corpora[@]}" "${options[@]}" $adabn --out "$work/report" \
-  --quiet
+  "${quiet[@]}"
