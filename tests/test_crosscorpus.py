@@ -261,8 +261,9 @@ def _recipe_corpora(root: Path) -> tuple[Path, Path, Path]:
         (root / "tess" / f"{who}_{emotion}").mkdir(parents=True, exist_ok=True)
         shutil.copy(wav, root / "tess" / f"{who}_{emotion}" / f"{who}_w{number}_{emotion}.wav")
     for wav in (root / "c").rglob("*.wav"):
-        (root / "test" / wav.stem.split("_")[3]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(wav, root / "test" / wav.stem.split("_")[3] / wav.name)
+        label_folder = root / "test" / wav.stem.split("_")[3]
+        label_folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, label_folder / wav.name)
     return root / "a", root / "tess", root / "test"
 
 
@@ -289,6 +290,10 @@ def test_the_recipe_script_runs_from_corpus_folders_to_a_report_and_a_rerun_redo
     ensemble = json.loads((tmp_path / "out" / "ensemble.json").read_text())
     assert [Path(m["checkpoint"]).parent.name for m in ensemble["members"]] == ["cnn", "svm"]  # not the stand-ins
     assert ensemble["chosen_by"]["corpora"] == ["tess"]  # weights chosen on the held-out training corpus
+    models = {run: json.loads((tmp_path / "out" / "checkpoints" / run / "summary.json").read_text())["model"]
+              for run in ("cnn", "cnn_stand_in", "svm", "svm_stand_in")}
+    assert models["cnn"] == models["cnn_stand_in"] == "tiny_efficientnet"  # --cnn-set reaches both CNNs
+    assert "tiny_efficientnet" not in (models["svm"], models["svm_stand_in"])  # and only them
 
     written = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.pt")}
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
