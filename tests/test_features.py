@@ -23,6 +23,20 @@ def test_log_mel_accepts_float64_signals():
     np.testing.assert_allclose(log_mel_spectrogram(y=y, sr=16000), log_mel_spectrogram(y=y.astype(np.float32), sr=16000))
 
 
+def test_log_mel_gives_the_dense_filter_bank_product_in_float64_within_1e_4_db():
+    """The filter bank is applied as a sparse matrix for speed; the numbers must not move."""
+    from spectro.features.mel import mel_filterbank, power_spectrogram, power_to_db
+
+    rng = np.random.default_rng(1)
+    y = (tone(300, seconds=1.0) * np.linspace(0, 1, 16000) + 1e-4 * rng.normal(size=16000)).astype(np.float32)
+    for n_mels, fmin in ((128, 20.0), (40, 300.0)):
+        basis = mel_filterbank(sr=16000, n_fft=1024, n_mels=n_mels, fmin=fmin).astype(np.float64)
+        dense = power_to_db(basis @ power_spectrogram(y=y).astype(np.float64), top_db=80)
+        sparse = log_mel_spectrogram(y=y, sr=16000, n_mels=n_mels, fmin=fmin)
+        assert dense.min() == -80.0  # the quiet end, where rounding shows most, is in the test
+        np.testing.assert_allclose(sparse, dense, atol=1e-4, rtol=0)
+
+
 def test_mfcc_matches_librosa_computed_independently():
     y, sr = tone(220, seconds=0.8) + 0.1 * tone(1700, seconds=0.8), 16000
     mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=160, win_length=400, n_mels=128,

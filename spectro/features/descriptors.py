@@ -16,15 +16,14 @@ def _spectra(y: np.ndarray, *, sr: int, n_fft: int, hop_length: int, win_length:
              fmin: float, fmax: float | None, top_db: float, n_mfcc: int):
     import librosa
 
-    from .mel import mel_filterbank, mfcc_from_log_mel, power_spectrogram, power_to_db
+    from .mel import mel_power, mfcc_from_log_mel, power_spectrogram, power_to_db
 
     if y.ndim != 1 or y.size == 0:
         raise ConfigError(f"y.shape={y.shape} must be a non-empty 1-D signal")
     y = np.asarray(y, dtype=np.float32)
     power = power_spectrogram(y=y, n_fft=n_fft, hop_length=hop_length, win_length=win_length)
     S = np.sqrt(power)
-    basis = mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=float(fmin), fmax=None if fmax is None else float(fmax))
-    mel_db = power_to_db(basis @ power, top_db=top_db)
+    mel_db = power_to_db(mel_power(power, sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax), top_db=top_db)
     mfcc = mfcc_from_log_mel(mel_db, n_mfcc=n_mfcc)
     # time-domain frames of the analysis window's length, centred like the STFT's (same frame count)
     frame = dict(frame_length=win_length or n_fft, hop_length=hop_length)
