@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make demo` and `make test`. Each creates .venv when missing.
+# Two entry points for a fresh machine: `make demo` and `make test` (`make lint`: ruff). Each creates .venv when missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ ?= 4000000000
 export MALLOC_TRIM_THRESHOLD_ ?= 4000000000
 
-.PHONY: venv demo test clean-venv
+.PHONY: venv demo test lint clean-venv
 
 venv: $(STAMP)
 
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 clean-venv:
 	rm -rf $(VENV)

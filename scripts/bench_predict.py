@@ -47,7 +47,7 @@ def clip(audio: str | None, seconds: float, sr: int = 16000) -> np.ndarray:
 
 
 def save_untrained_checkpoint(name: str, path: Path) -> None:
-    from spectro.checkpoint import save_checkpoint
+    from spectro.checkpoint_file import save_checkpoint
     from spectro.config import FeatureConfig, to_dict
     from spectro.models import create_model
 
@@ -117,7 +117,8 @@ def cold_starts(checkpoint: Path, wav: Path, cache: Path) -> tuple[float, float]
 def peak_rss_mb(checkpoint: Path, wav: Path, cache: Path) -> float:
     """Peak RSS of `spectro predict`, from getrusage in a small launcher (a child forked from this benchmark
     would also count the benchmark's own memory)."""
-    launcher = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+    launcher = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execv(sys.executable, [sys.executable, "
+                "*sys.argv[1:]])\n"
                 "_, status, usage = os.wait4(pid, 0)\nprint('PEAK_KB', usage.ru_maxrss, file=sys.stderr)\n"
                 "sys.exit(os.waitstatus_to_exitcode(status))")
     done = subprocess.run([sys.executable, "-c", launcher, "-m", "spectro", "predict", str(checkpoint), str(wav)],
@@ -136,7 +137,8 @@ def main() -> int:
 
     import torch
 
-    print(f"CPU threads: {torch.get_num_threads()}, torch {torch.__version__}; targets: in-process predict of a 3 s clip "
+    print(f"CPU threads: {torch.get_num_threads()}, torch {torch.__version__}; targets: in-process predict of a 3 s "
+          "clip "
           f"<= 50 ms, cold start <= 2.5 s, 10-minute RSS <= 1.3x of 3 s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -149,7 +151,8 @@ def main() -> int:
             first, later = cold_starts(checkpoint, tmp / "clip.wav", tmp / f"cache_{name}")
             built_s, cached_s = (load_seconds(checkpoint, tmp / f"cache_{name}", use_cache=c) for c in (False, True))
             r = in_process(checkpoint, y, args.repeats)
-            short, long = (peak_rss_mb(checkpoint, tmp / w, tmp / f"cache_{name}") for w in ("clip.wav", "ten_minutes.wav"))
+            short, long = (peak_rss_mb(checkpoint, tmp / w, tmp / f"cache_{name}") for w in ("clip.wav",
+                                                                                             "ten_minutes.wav"))
             print(f"{name}: predict 3 s clip {r['predict_ms']:.1f} ms median (features {r['feature_ms']:.1f} ms + "
                   f"model {r['model_ms']:.1f} ms; built model {r['predict_built_ms']:.1f} ms) -> "
                   f"{r['predict_ms'] / 50:.2f}x of the 50 ms target", flush=True)

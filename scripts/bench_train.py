@@ -137,20 +137,21 @@ def _children(pid: int) -> list[int]:
 def peak_memory(tree: Path, work: Path, *, batch_size: int, workers: int) -> None:
     """Train the tiny model for an epoch in its own process, sampling its memory (and its workers')."""
     from spectro.data import ImageSet
-    from spectro.images import read_image_manifest
+    from spectro.image_tree import read_image_manifest
 
     config = experiment(tree, work, "tiny_efficientnet", batch_size, workers)
     path = work / "memory.yaml"
     path.write_text(yaml.safe_dump(config))
     rows = read_image_manifest(tree)
     windows = ImageSet([p for p, _ in rows], [u for _, u in rows], None, progress=False).n_windows
-    command = [sys.executable, "-m", "spectro", "train", str(path), "--quiet", "--run", f"memory-{time.time_ns()}"]
+    command = [sys.executable, "-m", "spectro", "train", str(path), "--quiet", "--run-name", f"memory-{time.time_ns()}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     peak = tree_peak = 0
     started = time.perf_counter()
     while process.poll() is None:
         peak = max(peak, _rss_kb(process.pid, "VmHWM"))
-        tree_peak = max(tree_peak, _rss_kb(process.pid, "VmRSS") + sum(_rss_kb(c, "VmRSS") for c in _children(process.pid)))
+        tree_peak = max(tree_peak, _rss_kb(process.pid,
+                                           "VmRSS") + sum(_rss_kb(c, "VmRSS") for c in _children(process.pid)))
         time.sleep(0.1)
     if process.returncode:
         raise SystemExit(f"the training run failed ({process.returncode}): {' '.join(command)}")

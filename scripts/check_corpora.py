@@ -49,7 +49,8 @@ def check(corpus: str, root: str) -> list[str]:
         if (utt.emotion, utt.speaker) != expected:
             problems.append(f"{corpus}: {utt.path}: got {(utt.emotion, utt.speaker)}, expected {expected}")
     files, speakers, counts = EXPECTED[corpus]
-    got = (len(scan.utterances), len({u.speaker for u in scan.utterances}), dict(Counter(u.emotion for u in scan.utterances)))
+    got = (len(scan.utterances), len({u.speaker for u in scan.utterances}),
+           dict(Counter(u.emotion for u in scan.utterances)))
     if got != (files, speakers, counts):
         problems.append(f"{corpus}: got (files, speakers, counts) {got}, expected {(files, speakers, counts)}")
     print(f"{corpus:8} {len(scan.utterances):5} utterances, {got[1]:2} speakers, {len(scan.unmatched)} unmatched, "

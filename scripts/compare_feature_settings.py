@@ -27,7 +27,7 @@ import torch
 @torch.no_grad()
 def embed(model, image_set, batch_size: int = 64) -> np.ndarray:
     """Pooled penultimate features of every recording: the mean over its windows."""
-    from spectro.inference import utterance_means
+    from spectro.scoring import utterance_means
 
     model.eval()
     out = []
@@ -43,7 +43,7 @@ def main() -> int:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from spectro.cli import _corpus_spec
+    from spectro.cli import corpus_spec
     from spectro.config import FeatureConfig, apply_overrides, from_dict
     from spectro.corpora import class_names, select_labels
     from spectro.data import ImageSet, speaker_split
@@ -53,14 +53,15 @@ def main() -> int:
     from spectro.models import create_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", action="append", type=_corpus_spec, required=True, metavar="NAME=PATH")
-    parser.add_argument("--test", action="append", type=_corpus_spec, default=[], metavar="NAME=PATH")
+    parser.add_argument("--train", action="append", type=corpus_spec, required=True, metavar="NAME=PATH")
+    parser.add_argument("--test", action="append", type=corpus_spec, default=[], metavar="NAME=PATH")
     parser.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="feature overrides to compare, e.g. grey:image.channels=grey")
     parser.add_argument("--work", type=Path, required=True, help="where the image trees go")
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--backbone", default="efficientnet_lite0",
-                        help="the frozen ImageNet network: efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
+                        help="the frozen ImageNet network: efficientnet_lite0, efficientnet_lite1 or "
+                             "efficientnet_lite2")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -96,9 +97,11 @@ def main() -> int:
         y = np.concatenate([labels[n] for n in train_names])
 
         def fit_score(fit_x, fit_y, tests):
-            classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, class_weight="balanced", max_iter=3000))
+            classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, class_weight="balanced",
+                                                                            max_iter=3000))
             classifier.fit(fit_x, fit_y)
-            return [classification_metrics(ty, classifier.predict(tx), labels=range(len(classes)))["uar"] for tx, ty in tests]
+            return [classification_metrics(ty, classifier.predict(tx), labels=range(len(classes)))["uar"] for tx,
+                    ty in tests]
 
         val, *held_out = fit_score(X[train_idx], y[train_idx], [(X[val_idx], y[val_idx]),
                                                                  *((features[t], labels[t]) for t in test_names)])

@@ -82,8 +82,8 @@ for member in cnn svm; do
   [ $member = svm ] || common+=("${cnn_sets[@]}")
   [ $member = svm ] || own=(--set "adversarial.target=[${targets%,}]")
   [ $member = svm ] || stand_in=(--set "adversarial.target=[$work/images/mel/${held%%=*}]")
-  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "$member" --resume "${quiet[@]}" "${common[@]}" "${own[@]}"
-  [ -z "$held" ] || "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run "${member}_stand_in" --resume \
+  "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run-name "$member" --resume "${quiet[@]}" "${common[@]}" "${own[@]}"
+  [ -z "$held" ] || "$SPECTRO" train "$root/configs/crosscorpus_$member.yaml" --run-name "${member}_stand_in" --resume \
     "${quiet[@]}" "${common[@]}" --set "data.val_corpus=$held_name" --set "data.val_speakers=[]" "${stand_in[@]}"
 done
 

@@ -18,7 +18,15 @@ CONFIGS=${CONFIGS:-$(ls configs/*.yaml | grep -Ev '/(base|features|crosscorpus)_
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-4000000000}
 export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-4000000000}
 
-[ $# -gt 0 ] || { sed -n '2,12p' "$0"; exit 2; }
+usage() { sed -n '2,12p' "$0"; exit "$1"; }
+[ $# -gt 0 ] || usage 2
+for spec in "$@"; do
+  case $spec in
+    -h|--help) usage 0 ;;
+    *=*) ;;
+    *) echo "reproduce_table.sh: $spec is not NAME=PATH (e.g. emodb=/data/EMO-DB); see --help" >&2; exit 2 ;;
+  esac
+done
 emodb=""
 for spec in "$@"; do
   name=${spec%%=*}

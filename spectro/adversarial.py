@@ -67,11 +67,12 @@ class DomainBranch:
 
     def __init__(self, config, train, features, model: nn.Module, device: torch.device, *, progress: bool = True):
         from .data import ImageSet
-        from .images import read_feature_settings, read_image_manifest
+        from .image_tree import read_feature_settings, read_image_manifest
 
         adv = config.adversarial
         if config.train.mixup:
-            raise ConfigError("train.mixup and adversarial training cannot be combined (mixed windows have no one domain)")
+            raise ConfigError("train.mixup and adversarial training cannot be combined (mixed windows have no one "
+                              "domain)")
         utterances = [train.utterances[i] for i in train.owner.tolist()]
         keys = [u.corpus if adv.domain == "corpus" else u.speaker for u in utterances]
         names = sorted(set(keys))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,8 +37,8 @@ def load_audio(path, *, sr: int = 16000) -> np.ndarray:
         raise ConfigError(f"sr={sr} must be a positive integer")
     if not os.path.isfile(path):
         raise DataError(f"cannot read {path}: no such file")
-    try:
-        data, native_sr = soundfile.read(path, dtype="float32")
+    try:  # the path as the file system's bytes: a file name that is not valid UTF-8 reads too
+        data, native_sr = soundfile.read(os.fsencode(path), dtype="float32")
     except soundfile.LibsndfileError as sf_error:
         data, native_sr = _load_with_librosa(path, sf_error)
     return to_mono(data, orig_sr=native_sr, sr=sr, source=str(path))
@@ -89,7 +89,9 @@ def _load_with_librosa(path, sf_error: Exception) -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore")
             y, native_sr = librosa.load(path, sr=None, mono=True)
     except Exception as error:  # audioread raises many unrelated types
-        raise DataError(f"cannot decode {path}: {sf_error}; fallback decoder: {str(error) or type(error).__name__}") from None
+        fallback = str(error) or type(error).__name__
+        reason = getattr(sf_error, "error_string", None) or str(sf_error)  # without the bytes path soundfile was given
+        raise DataError(f"cannot decode {path}: {reason}; fallback decoder: {fallback}") from None
     return y.astype(np.float32), int(native_sr)
 
 
@@ -119,12 +121,6 @@ def silence_bounds(y: np.ndarray, *, top_db: float = 30.0) -> tuple[int, int]:
         return 0, y.size
     start, end = int(loud[0]) * hop, min(y.size, (int(loud[-1]) + 1) * hop)
     return (start, end) if end > start else (0, y.size)
-
-
-def trim_silence(y: np.ndarray, *, top_db: float = 30.0) -> np.ndarray:
-    """`y` without its leading and trailing silence; all of `y` if nothing would be left."""
-    start, end = silence_bounds(y, top_db=top_db)
-    return y[start:end]
 
 
 def peak_normalise(y: np.ndarray, *, peak: float = 0.95) -> np.ndarray:

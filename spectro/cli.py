@@ -23,7 +23,8 @@ new audio (predict, listen, or `from spectro import Predictor`). Start with `spe
 runs the whole pipeline on a built-in synthetic corpus, and `spectro COMMAND --help`."""
 
 
-def _corpus_spec(text: str) -> tuple[str, str]:
+def corpus_spec(text: str) -> tuple[str, str]:
+    """An argparse type: ``NAME=PATH`` as (corpus name, path)."""
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"--corpus {text!r} must look like NAME=PATH, e.g. emodb=/data/EMO-DB")
@@ -31,16 +32,23 @@ def _corpus_spec(text: str) -> tuple[str, str]:
 
 
 def _corpus_options(items: list[str]) -> dict[str, dict]:
-    import yaml
+    from .config import parse_yaml
 
     options: dict[str, dict] = {}
     for item in items:
         key, sep, value = item.partition("=")
         corpus, dot, option = key.partition(".")
         if not (sep and dot and corpus and option):
-            raise ConfigError(f"--corpus-option {item!r} must look like NAME.OPTION=VALUE, e.g. iemocap.merge_excited=false")
-        options.setdefault(corpus.lower(), {})[option] = yaml.safe_load(value)
+            raise ConfigError(f"--corpus-option {item!r} must look like NAME.OPTION=VALUE, e.g. "
+                              "iemocap.merge_excited=false")
+        options.setdefault(corpus.lower(), {})[option] = parse_yaml(value, f"--corpus-option {item!r}")
     return options
+
+
+def _feature_names() -> list[str]:
+    from .features import list_features
+
+    return list_features()
 
 
 def _corpus_names() -> list[str]:
@@ -65,14 +73,15 @@ def _label_map(text: str) -> dict[str, str]:
     """--map happy=positive,angry=negative."""
     pairs = [item.partition("=") for item in text.split(",") if item.strip()]
     if not pairs or any(not sep or not a.strip() or not b.strip() for a, sep, b in pairs):
-        raise argparse.ArgumentTypeError(f"--map {text!r} must look like FROM=TO,FROM=TO, e.g. happy=positive,sad=negative")
+        raise argparse.ArgumentTypeError(f"--map {text!r} must look like FROM=TO,FROM=TO, e.g. "
+                                         "happy=positive,sad=negative")
     return {a.strip(): b.strip() for a, _, b in pairs}
 
 
 def _collect_utterances(args) -> list:
     """The utterances a manifest or corpora give, relabelled by --map and kept by --classes; what is left
     out is counted per corpus and label."""
-    from .corpora import describe_drops, select_labels
+    from .corpora import check_names, describe_drops, select_labels
     from .manifest import count_table, read_manifest, scan_corpora, scan_report
 
     if getattr(args, "manifest", None):
@@ -84,6 +93,9 @@ def _collect_utterances(args) -> list:
             if report:
                 print(report, file=sys.stderr)
         utterances = [u for scan in scans for u in scan.utterances]
+    absent = check_names(utterances, args.classes, args.map)
+    if absent:
+        print(f"warning: no recording of class(es) {absent} in these corpora", file=sys.stderr)
     utterances, dropped = select_labels(utterances, args.classes, args.map)
     if dropped:
         print(f"dropped {sum(dropped.values())} utterance(s) outside the classes: {describe_drops(dropped)}",
@@ -118,34 +130,48 @@ def feature_config_from_args(args):
 
 
 def cmd_images(args) -> int:
-    from .images import build_image_dataset
+    from .images import Shard, build_image_dataset
 
     config, augmentation = feature_config_from_args(args)  # fail on bad settings before scanning anything
+    shard = Shard.parse(args.shard) if args.shard else None
     utterances = _collect_utterances(args)
     result = build_image_dataset(utterances, args.out, config, augmentation=augmentation, workers=args.workers,
-                                 progress=not args.quiet, verify=args.verify)
-    print(f"{result.written} image(s) written, {result.skipped} already present, {len(result.rejected)} rejected "
-          f"-> {result.out_dir}")
+                                 progress=not args.quiet, verify=args.verify, storage=args.format, shard=shard)
+    print(f"{result.written} recording(s) rendered, {result.skipped} already present, {len(result.rejected)} "
+          f"rejected -> {result.out_dir}" + (f" (shard {shard.index} of {shard.count}; a plain run without --shard "
+                                            "writes the manifest once every shard is done)" if shard else ""))
     if result.rejected:
         print(f"rejected files and reasons: {result.out_dir / 'rejected.csv'}")
     return 0
 
 
+def cmd_unpack(args) -> int:
+    from .packed import unpack_tree
+
+    written = unpack_tree(args.tree)
+    print(f"{written} PNG(s) written into {args.tree}")
+    return 0
+
+
 def cmd_train(args) -> int:
+    import json
+
     from .config import load_experiment
     from .training import Trainer
 
-    config = load_experiment(args.config, args.set + ([f"train.device={args.device}"] if args.device else []))
-    if args.run:
-        config.run.name = args.run
+    overrides = args.set + ([f"train.device={args.device}"] if args.device else [])
+    overrides += [f"run.name={json.dumps(args.run)}"] if args.run else []  # quoted: a name is text, whatever it is
+    config = load_experiment(args.config, overrides)
+    from .metrics import describe_scores
+    from .training.run_folder import RunFolder
+
     summary = Trainer(config, progress=not args.quiet).fit(resume=args.resume)
     if int(os.environ.get("RANK", "0")):  # one of several torchrun processes: the first one reports
         return 0
-    run_dir = Path(config.run.checkpoint_dir) / config.run.name
-    print(f"best epoch {summary['best_epoch']}: validation accuracy {summary['validation']['accuracy']:.3f}, "
-          f"UAR {summary['validation']['uar']:.3f}")
-    print(f"checkpoints: {run_dir}/best.pt, {run_dir}/last.pt; summary: {run_dir}/summary.json")
-    print(f"TensorBoard: tensorboard --logdir {Path(config.run.log_dir) / config.run.name}")
+    folder = RunFolder(config.run)
+    print(f"best epoch {summary['best_epoch']}: validation {describe_scores(summary['validation'])}")
+    print(f"checkpoints: {folder.best}, {folder.last}; summary: {folder.summary}")
+    print(f"TensorBoard: tensorboard --logdir {folder.logs}")
     return 0
 
 
@@ -183,16 +209,14 @@ def _named_trees(items: list[str]) -> dict[str, str]:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_checkpoint
+    from .metrics import describe_scores
 
     report = evaluate_checkpoint(args.checkpoints, args.out, corpora=args.corpus, image_trees=_named_trees(args.images),
                                  corpus_options=_corpus_options(args.corpus_option), workers=args.workers,
                                  device=args.device, progress=not args.quiet, adabn=args.adabn,
                                  present_classes=args.present_classes)
     for name, m in report["corpora"].items():
-        ci = m["ci95"]
-        print(f"{name}: n {m['n']}  accuracy {m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}]  "
-              f"UAR {m['uar']:.3f} [{ci['uar'][0]:.3f}, {ci['uar'][1]:.3f}]  macro-F1 {m['macro_f1']:.3f}  "
-              f"kappa {m['kappa']:.3f}  MCC {m['mcc']:.3f}")
+        print(f"{name}: {describe_scores(m, extra=('kappa', 'mcc'))}")
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -215,7 +239,7 @@ def cmd_report(args) -> int:
 def cmd_predict(args) -> int:
     import json
 
-    from .ensemble import load_predictor
+    from .inference import load_predictor
     from .predict import expand_inputs, plot_paths, plot_probabilities
 
     paths = expand_inputs(args.inputs)
@@ -263,7 +287,7 @@ def cmd_listen(args) -> int:
     window = predictor.audio.duration or 3.0
     with listen.Microphone(args.input) as source, listen.optional_recorder(args.save, source.sample_rate) as recorder:
         if args.seconds:
-            print(f"recording {args.seconds:g} s ...", file=sys.stderr, flush=True)
+            _status(args, f"recording {args.seconds:g} s ...")
             prediction = predictor.predict(listen.record(source, seconds=args.seconds, recorder=recorder),
                                            source.sample_rate)
             _print_prediction(prediction, windows=True)
@@ -272,11 +296,17 @@ def cmd_listen(args) -> int:
 
                 plot_probabilities(prediction, args.plot)
         else:
-            print(f"listening: the last {window:g} s every {args.hop:g} s; Ctrl-C stops", file=sys.stderr, flush=True)
+            _status(args, f"listening: the last {window:g} s every {args.hop:g} s; Ctrl-C stops")
             _listen_rolling(predictor, source, recorder, args, window)
     if args.save:
         print(f"audio saved to {args.save}")
     return 0
+
+
+def _status(args, message: str) -> None:
+    """A line about what a command is doing, on stderr, unless --quiet."""
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)
 
 
 def _listen_rolling(predictor, source, recorder, args, window: float) -> None:
@@ -315,7 +345,7 @@ def _prediction_record(prediction, *, windows: bool) -> dict:
 def cmd_export(args) -> int:
     from .export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, format=args.format)
+    out = export_checkpoint(args.checkpoint, args.out, format=args.format, device=args.device or "cpu")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {args.format})")
     return 0
 
@@ -343,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spectro {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_manifest, _add_images, _add_train, _add_config, _add_evaluate, _add_ensemble, _add_report,
-                _add_predict, _add_listen, _add_export, _add_synth, _add_demo):
+    for add in (_add_manifest, _add_images, _add_unpack, _add_train, _add_config, _add_evaluate, _add_ensemble,
+                _add_report, _add_predict, _add_listen, _add_export, _add_synth, _add_demo):
         add(sub)
     return parser
 
@@ -377,25 +407,29 @@ def _command(sub, name: str, help: str, handler, *, progress: bool = False, devi
     return p
 
 
-def _add_corpus_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument("--corpus", action="append", type=_corpus_spec, default=[], required=required,
-                        metavar="NAME=PATH", help=f"a corpus distribution ({', '.join(_corpus_names())}); repeatable")
-    parser.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
-                        help="a parser option, e.g. iemocap.merge_excited=false or folder.language=fr; repeatable")
+def add_corpus_arguments(parser, *, flag: str = "--corpus", required: bool = False, help: str | None = None,
+                         options_to=None) -> None:
+    """`flag` NAME=PATH (repeatable) on `parser`, and --corpus-option on `options_to` (default: `parser`)."""
+    parser.add_argument(flag, action="append", type=corpus_spec, default=[], required=required, metavar="NAME=PATH",
+                        help=help or f"a corpus distribution ({', '.join(_corpus_names())}); repeatable")
+    (options_to or parser).add_argument(
+        "--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
+        help="a parser option, e.g. iemocap.merge_excited=false, folder.language=fr or folder.name=mine; repeatable")
 
 
 def _add_label_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=_class_spec, metavar="N|LABEL,LABEL,...",
                         help="keep these classes: a numbered setup (4 = neutral, happy, sad, angry; 5 = +fear; 6 = "
                              "+disgust; 7 = +surprise; 8 = +calm) or a list such as "
-                             "neutral,happy,sad,angry,fear,disgust,boredom; others are dropped and counted (default: all)")
+                             "neutral,happy,sad,angry,fear,disgust,boredom; others are dropped and counted (default: "
+                             "all)")
     parser.add_argument("--map", type=_label_map, default={}, metavar="FROM=TO,...",
                         help="relabel first, e.g. happy=positive,angry=negative,sad=negative (default: none)")
 
 
 def _add_manifest(sub) -> None:
     p = _command(sub, "manifest", "list the utterances of corpora with their labels, as CSV", cmd_manifest)
-    _add_corpus_arguments(p, required=True)
+    add_corpus_arguments(p, required=True)
     _add_label_arguments(p)
     p.add_argument("--out", required=True, type=Path, metavar="FILE.csv", help="the manifest to write")
 
@@ -406,13 +440,10 @@ def _add_images(sub) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", type=Path, metavar="FILE.csv",
                         help="the utterances to render, from `spectro manifest` or your own CSV")
-    source.add_argument("--corpus", action="append", type=_corpus_spec, metavar="NAME=PATH",
-                        help=f"a corpus distribution ({', '.join(_corpus_names())}); repeatable")
-    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
-                   help="a parser option, e.g. folder.language=fr; repeatable")
+    add_corpus_arguments(source, options_to=p)
     _add_label_arguments(p)
-    p.add_argument("--feature", help="the feature to render: mel, gd, mel+gd, mfcc, stats, frames (default: mel, or "
-                                     "the --config file's)")
+    p.add_argument("--feature", help=f"the feature to render: {', '.join(_feature_names())} (default: mel, or the "
+                                     "--config file's)")
     p.add_argument("--config", type=Path, metavar="FILE.yaml", help="feature settings (audio, spectrogram, image, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a feature setting, e.g. image.channels=grey; repeatable")
@@ -422,6 +453,19 @@ def _add_images(sub) -> None:
     p.add_argument("--workers", type=int, help="processes (default: every core)")
     p.add_argument("--verify", action="store_true",
                    help="first open every finished file of the tree and render the unreadable ones again")
+    p.add_argument("--format", choices=["png", "packed"], default="png",
+                   help="png: a 224x224 PNG per window (an ImageFolder tree); packed: the windows straight into the "
+                        "packed store that training reads, no PNG encoded (pictures only; `spectro unpack` writes "
+                        "the PNGs later)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="render only shard K of N of the recordings (one of N machines or array tasks sharing --out); "
+                        "a final run without --shard writes the manifest")
+
+
+def _add_unpack(sub) -> None:
+    p = _command(sub, "unpack", "write the PNGs of a tree rendered with --format packed, for people to look at",
+                 cmd_unpack)
+    p.add_argument("tree", type=Path, metavar="DIR", help="the image tree")
 
 
 def _add_train(sub) -> None:
@@ -430,7 +474,9 @@ def _add_train(sub) -> None:
     p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="the experiment (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. train.epochs=3; repeatable")
-    p.add_argument("--run", help="run name (default: the config file's name)")
+    p.add_argument("--run-name", "--run", dest="run", metavar="NAME",
+                   help="run name (default: the config file's name); --run is the same, but torchrun's own parser "
+                        "takes it for its --run-path, so use --run-name there")
     p.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
 
 
@@ -447,10 +493,7 @@ def _add_evaluate(sub) -> None:
                  cmd_evaluate, progress=True, device=True)
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT",
                    help="a checkpoint (full or slim), several (their probabilities averaged) or an ensemble file")
-    p.add_argument("--corpus", action="append", type=_corpus_spec, default=[], metavar="NAME=PATH",
-                   help="a corpus to render with the checkpoint's feature settings and score; repeatable")
-    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
-                   help="a parser option, e.g. folder.language=fr; repeatable")
+    add_corpus_arguments(p, help="a corpus to render with the checkpoint's feature settings and score; repeatable")
     p.add_argument("--images", action="append", default=[], metavar="NAME=DIR",
                    help="an existing image tree made with the checkpoint's feature settings; repeatable")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="where the report goes")
@@ -492,10 +535,8 @@ def _add_ensemble(sub) -> None:
     p = _command(sub, "ensemble", "choose ensemble weights on validation recordings and write the ensemble file",
                  cmd_ensemble, progress=True, device=True)
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT", help="the members, of any family")
-    p.add_argument("--validation", required=True, action="append", type=_corpus_spec, metavar="NAME=PATH",
-                   help="a corpus holding validation speakers (rendered with each member's settings); repeatable")
-    p.add_argument("--corpus-option", action="append", default=[], metavar="NAME.OPTION=VALUE",
-                   help="a parser option for the validation corpus; repeatable")
+    add_corpus_arguments(p, flag="--validation", required=True,
+                         help="a corpus holding validation speakers (rendered with each member's settings); repeatable")
     p.add_argument("--speakers", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], default=[],
                    metavar="S1,S2,...", help="validation speakers (default: those every member held out)")
     p.add_argument("--step", type=float, default=0.1, help="the weight grid's step")
@@ -511,7 +552,7 @@ def _add_ensemble(sub) -> None:
 
 def _add_listen(sub) -> None:
     p = _command(sub, "listen", "live emotion from a microphone (needs the listen extra: sounddevice)", cmd_listen,
-                 device=True)
+                 progress=True, device=True)
     p.add_argument("checkpoint", type=Path, nargs="?", metavar="CHECKPOINT.pt", help="a checkpoint (full or slim)")
     p.add_argument("--hop", type=float, default=0.5, help="seconds between readings of the rolling window")
     p.add_argument("--seconds", type=float, metavar="N", help="record N seconds, then score the recording once")
@@ -525,7 +566,8 @@ def _add_listen(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    p = _command(sub, "export", "a checkpoint as a slim checkpoint, an ONNX graph or a TorchScript module", cmd_export)
+    p = _command(sub, "export", "a checkpoint as a slim checkpoint, an ONNX graph or a TorchScript module", cmd_export,
+                 progress=True, device="cpu, where every exported graph runs")
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.pt", help="the checkpoint to export")
     p.add_argument("--format", required=True, choices=["slim", "onnx", "torchscript"],
                    help="slim: weights and feature settings only (predict, evaluate and Predictor read it); "
@@ -550,6 +592,10 @@ def _add_demo(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # File names that are not valid UTF-8 are printed byte for byte, as ls prints them, never a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
     # spectro's own messages at INFO (DEBUG with -v, WARNING with --quiet); other libraries' only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -560,20 +606,24 @@ def main(argv: list[str] | None = None) -> int:
     except SpectroError as error:
         print(f"spectro {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as error:  # the machine, not the input: a full disk, a read-only or vanished folder
-        where = f" {error.filename}" if error.filename else ""
-        print(f"spectro {args.command}: error:{where}: {error.strerror or error}; fix this and run the same command "
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"spectro {args.command}: error: {where}{error.strerror or error}; fix this and run the same command "
               "again (finished work is kept)", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:  # a stopped training run says itself how to continue
-        print(f"spectro {args.command}: {stop or 'interrupted; ' + RESUME_HINTS.get(args.command, RESUME_HINTS['images'])}",
-              file=sys.stderr)
+        hint = RESUME_HINTS.get(args.command, RESUME_HINTS["images"])
+        print(f"spectro {args.command}: {str(stop) or 'interrupted; ' + hint}", file=sys.stderr)
         return 130
 
 
 RESUME_HINTS = {
     "train": "continue from the last saved state with the same command and --resume",
     "images": "run the same command again: finished work is kept and not redone",
+    "evaluate": "run the same command again: the images rendered so far are kept",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -172,12 +173,12 @@ class FeatureConfig:
     normalise: NormaliseConfig = dataclasses.field(default_factory=NormaliseConfig)
 
     def validate(self) -> None:
-        from .features import list_features
-
-        _require(not (self.feature == "stats" and self.normalise.mode == "utterance"), "normalise.mode",
-                 self.normalise.mode, "cannot standardise one statistics vector over itself; use speaker or corpus")
+        from .features import feature_kind, list_features
 
         _require(self.feature in list_features(), "feature", self.feature, f"must be one of {list_features()}")
+        _require(not (feature_kind(self.feature) == "vector" and self.normalise.mode == "utterance"), "normalise.mode",
+                 self.normalise.mode, f"cannot standardise the one {self.feature} vector of a window over itself; use "
+                 "speaker or corpus")
         _require(self.descriptors.frame_mfcc <= self.spectrogram.n_mels, "descriptors.frame_mfcc",
                  self.descriptors.frame_mfcc, f"must not exceed spectrogram.n_mels={self.spectrogram.n_mels}")
         fmax = self.spectrogram.fmax
@@ -277,7 +278,8 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         return {str(k): _coerce(args[1], v, f"{name}.{k}") for k, v in value.items()}
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if hint is Any or (isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    exact = isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    if hint is Any or exact:
         return value
     raise ConfigError(f"{name}={value!r} must be {_describe(hint)}")
 
@@ -308,8 +310,46 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = parse_yaml(raw, f"--set {item!r}")
     return data
+
+
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_VALUES = 100_000  # after aliases are expanded: far beyond any config, far below a "billion laughs"
+
+
+def parse_yaml(text: str, source: str):
+    """Plain data from YAML text, or a ConfigError naming `source`: no Python tags (safe loading), and no
+    file that aliases (``*name``) expand beyond MAX_YAML_VALUES values, which could take all memory."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source} is {len(text)} bytes; a config is at most {MAX_YAML_BYTES}")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise ConfigError(f"{source} expands to more than {MAX_YAML_VALUES} values through its aliases (*name); "
+                              "no config needs that many, so it is refused")
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as error:
+        raise ConfigError(f"{source} uses the YAML tag {error.problem.rsplit(' ', 1)[-1]}, which spectro never "
+                          "loads: a config holds plain values (text, numbers, lists, mappings)") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source} is not valid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{source} nests too deeply to be a config") from None
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values under `node` once every alias is expanded, counted without expanding them (each node once)."""
+    if id(node) not in sizes:
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        sizes[id(node)] = 0  # an alias cycle counts as nothing more
+        sizes[id(node)] = 1 + sum(min(_expanded_size(child, sizes), MAX_YAML_VALUES + 1) for child in children)
+    return sizes[id(node)]
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -318,10 +358,7 @@ def load_yaml(path: str | Path) -> dict:
         from .fileio import describe_path
 
         raise ConfigError(f"config file {describe_path(path)} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    data = parse_yaml(path.read_text(), f"config file {str(path)!r}")
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     return data or {}
@@ -410,7 +447,8 @@ class OptimConfig:
 
     def validate(self) -> None:
         _require(self.lr > 0, "optim.lr", self.lr, "must be positive")
-        _require(0 <= self.backbone_lr_scale <= 1, "optim.backbone_lr_scale", self.backbone_lr_scale, "must be in [0, 1]")
+        _require(0 <= self.backbone_lr_scale <= 1, "optim.backbone_lr_scale", self.backbone_lr_scale,
+                 "must be in [0, 1]")
         _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
         _require(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, "must be >= 0")
         _require(0 < self.plateau_factor < 1, "optim.plateau_factor", self.plateau_factor, "must be in (0, 1)")
@@ -489,11 +527,20 @@ class AdversarialConfig:
         _require(self.hidden > 0, "adversarial.hidden", self.hidden, "must be positive")
 
 
+RUN_NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
 @dataclasses.dataclass
 class RunConfig:
     name: str = ""  # default: the config file's name
     checkpoint_dir: str = "checkpoints"
     log_dir: str = "runs"
+
+    def validate(self) -> None:
+        _require(self.name == "" or (RUN_NAME_RULE.fullmatch(self.name) is not None and ".." not in self.name),
+                 "run.name", self.name, "must be one folder name: letters, digits, '.', '_', '+' and '-', starting "
+                 "with a letter or digit (no '/' or '..'), so that the run stays inside run.checkpoint_dir and "
+                 "run.log_dir")
 
 
 @dataclasses.dataclass
@@ -534,5 +581,7 @@ def load_config_file(path: str | Path, _seen: tuple = ()) -> dict:
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     """Defaults < YAML file (after what it extends) < ``--set`` overrides; the run is named after the file."""
     data = apply_overrides(load_config_file(path), list(overrides))
-    data.setdefault("run", {}).setdefault("name", Path(path).stem)
+    run = data.setdefault("run", {})
+    if isinstance(run, dict):
+        run.setdefault("name", re.sub(r"[^A-Za-z0-9._+-]+", "_", Path(path).stem).strip("._") or "run")
     return from_dict(ExperimentConfig, data)

@@ -1,11 +1,12 @@
-"""Training data from image trees: speaker-independent splits and an in-memory uint8 cache of every window."""
+"""Training data from image trees: the windows of each split read from the trees' packed copies, speaker-independent
+splits, and the epoch sampler and loader."""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -13,12 +14,10 @@ import torch
 from .config import FeatureConfig
 from .corpora import LabelSelection, Utterance, describe_drops
 from .errors import ConfigError, DataError
-from .images import read_feature_settings, read_image_manifest, read_tree_digests
+from .image_tree import read_feature_settings, read_image_manifest, read_tree_digests
+from .models import SINGLE_INPUT
 
 log = logging.getLogger(__name__)
-
-
-SINGLE_INPUT = "image"  # the input name of single-input models
 
 
 class ImageSet:
@@ -87,13 +86,14 @@ class WindowTable:
 
         trees, tree_ids, rows, counts = {}, [], [], []
         for path in paths:
-            root = path.parent.parent  # <tree>/<label>/<file>
+            root = path.parent.parent  # <tree>/<label>/<recording>
             if root not in trees:
                 trees[root] = packed_tree(root)
             tree = trees[root]
             rel = path.relative_to(root).as_posix()
             if rel not in tree.windows:
-                raise DataError(f"{path} is not listed in its tree's manifest; rerun `spectro images` to restore it")
+                raise DataError(f"{path} is not a recording of its tree's packed store; rerun `spectro images` to "
+                                "restore it")
             start, count = tree.windows[rel]
             tree_ids.append(np.full(count, list(trees).index(root)))
             rows.append(np.arange(start, start + count))
@@ -184,7 +184,7 @@ def read_sources(entries: Sequence[dict[str, str]], classes: int | Sequence[str]
             if features.setdefault(name, settings) != settings:
                 raise ConfigError(f"input {name!r}: {tree!r} was made with other feature settings than the other "
                                   f"{name!r} trees; render them with the same settings")
-            per_input[name] = {path.relative_to(tree).with_suffix("").as_posix(): (path, utt) for path, utt in found}
+            per_input[name] = {path.relative_to(tree).as_posix(): (path, utt) for path, utt in found}
         common = set.intersection(*(set(found) for found in per_input.values()))
         lost = max(len(found) for found in per_input.values()) - len(common)
         if lost:
@@ -232,7 +232,7 @@ def tree_digests(entries: Sequence[dict[str, str]]) -> dict[str, str]:
     """Recording (source path) -> audio digest, from the manifests of the data entries' trees."""
     digests: dict[str, str] = {}
     for entry in entries:
-        digests.update(read_tree_digests(next(iter(entry.values()))))  # every input of an entry holds the same recordings
+        digests.update(read_tree_digests(next(iter(entry.values()))))  # each input of an entry: the same recordings
     return digests
 
 

@@ -16,25 +16,32 @@ import csv
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from .checkpoint import load_trained_model
+from .checkpoint_file import load_trained_model
 from .config import FeatureConfig, from_dict
 from .corpora import LabelSelection, Utterance, select_labels
 from .data import SINGLE_INPUT, ImageSet, as_sources, tree_digests
-from .ensemble import Member, combine, read_members
+from .ensemble_file import Member, combine, read_ensemble
 from .errors import ConfigError
 from .fileio import atomic_open
-from .images import (build_image_dataset, image_relpath, read_augmentation, read_feature_settings, read_image_manifest,
-                     read_tree_digests)
-from .inference import adapt_batchnorm, batchnorm_layers, predict_proba, resolve_device, scoring_autocast
+from .image_tree import (
+    MANIFEST_FILE,
+    read_augmentation,
+    read_feature_settings,
+    read_image_manifest,
+    read_tree_digests,
+    recording_key,
+)
+from .images import build_image_dataset
 from .leakage import TrainingRecord
 from .locks import job_lock
 from .manifest import scan_corpora
-from .metrics import confusion_figure, detailed_metrics
+from .metrics import confusion_figure, score_recordings
+from .scoring import adapt_batchnorm, batchnorm_layers, predict_proba, resolve_device, scoring_autocast
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +87,15 @@ def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], out_dir: 
     ``out_dir/images``) and each existing tree; `options` are the fields of `Options`."""
     opts = Options(**options)
     out_dir = Path(out_dir)
-    members = read_members([checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint)
+    specs = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    ensemble = read_ensemble(specs)
+    members = ensemble.members
     with job_lock(out_dir, "spectro evaluate"):
         scored = [score_member(m.checkpoint, out_dir / "images" / (f"member{i + 1}" if len(members) > 1 else ""),
                                opts) for i, m in enumerate(members)]
         require_adapted(scored, opts)
+        ensemble.check_classes([s.state["classes"] for s in scored], ", ".join(map(str, specs)))
         classes = list(scored[0].state["classes"])
-        if any(list(s.state["classes"]) != classes for s in scored):
-            raise ConfigError(f"ensemble members decide among different classes ({[s.state['classes'] for s in scored]})")
         report = _report_header(members, scored, opts)
         for name in scored[0].tests:
             test, probabilities = combined(name, members, scored)
@@ -167,7 +175,7 @@ def _render_corpora(inputs: dict[str, FeatureConfig], classes: list[str], mappin
             tree = image_dir / scan.corpus if single else image_dir / name / scan.corpus
             result = build_image_dataset(kept, tree, features, workers=opts.workers, progress=opts.progress)
             rejected |= {u.path for u, _ in result.rejected}
-            paths[name] = {u.path: tree / image_relpath(u, features.feature) for u in kept}
+            paths[name] = {u.path: tree / recording_key(u) for u in kept}
             digests |= read_tree_digests(tree)
         rows = [({name: paths[name][u.path] for name in inputs}, u) for u in kept if u.path not in rejected]
         sets[scan.corpus] = TestSet(rows, {e: n for (_, e), n in dropped.items()},
@@ -189,7 +197,8 @@ def _read_trees(image_trees: dict[str, str], inputs: dict[str, FeatureConfig], c
             raise ConfigError(f"image tree {tree!r} was made with other feature settings than {checkpoint}; "
                               f"pass the corpus itself (--corpus) so it is rendered with the checkpoint's settings")
         selection = LabelSelection(classes, mapping)
-        kept = [(path, utt) for path, utt in ((p, selection(u)) for p, u in read_image_manifest(tree)) if utt is not None]
+        kept = [(path, utt) for path, utt in ((p, selection(u)) for p, u in read_image_manifest(tree))
+                if utt is not None]
         sets[name] = TestSet([({SINGLE_INPUT: path}, u) for path, u in kept],
                              {e: n for (_, e), n in selection.dropped.items()}, {"unmatched": 0, "rejected": 0},
                              read_tree_digests(tree))
@@ -217,7 +226,7 @@ def check_held_out(state: dict, sets: dict[str, TestSet], *, against_validation:
 def _record_from_training_trees(state: dict) -> tuple[TrainingRecord, bool]:
     """For checkpoints without a record: the speakers and audio of the training trees still on this machine."""
     trees = [as_sources(entry) for entry in state["config"]["data"]["train"]]
-    found = [e for e in trees if (Path(next(iter(e.values()))) / "manifest.csv").is_file()]
+    found = [e for e in trees if (Path(next(iter(e.values()))) / MANIFEST_FILE).is_file()]
     utterances = [u for e in found for _, u in read_image_manifest(next(iter(e.values())))]
     return TrainingRecord.of(utterances, [], tree_digests(found).values()), bool(found)
 
@@ -231,7 +240,8 @@ def _report_header(members: Sequence[Member], scored: Sequence[MemberScores], op
     single = len(members) == 1
     transductive = [f"{f.normalise.mode} normalisation with statistics from each test corpus's own unlabelled audio"
                     for f in inputs if f.normalise.mode in ("speaker", "corpus")]
-    transductive += ["AdaBN: BatchNorm statistics re-estimated on each test corpus's unlabelled audio"] if opts.adabn else []
+    if opts.adabn:
+        transductive.append("AdaBN: BatchNorm statistics re-estimated on each test corpus's unlabelled audio")
     transductive += [t for s in scored for t in s.state.get("transductive", [])]  # recorded at training
     return {
         "checkpoint": members[0].checkpoint if single else [m.checkpoint for m in members],
@@ -257,25 +267,16 @@ def _score(test: TestSet, probabilities: np.ndarray, name: str, classes: list[st
     import matplotlib.pyplot as plt
 
     utterances = [u for _, u in test.rows]
-    labels = np.array([classes.index(u.emotion) for u in utterances])
-    excluded = []
-    if present_classes:  # the model's other classes cannot be right here: decide among those that can
-        absent = [i for i in range(len(classes)) if i not in set(labels.tolist())]
-        excluded = [classes[i] for i in absent]
-        probabilities = probabilities.copy()
-        probabilities[:, absent] = 0.0
-        probabilities /= probabilities.sum(axis=1, keepdims=True).clip(min=1e-12)
+    metrics, probabilities = score_recordings(probabilities, utterances, classes, present_classes=present_classes,
+                                              n_bootstrap=n_bootstrap)
     predicted = probabilities.argmax(1)
-    metrics = detailed_metrics(labels, predicted, class_names=classes, n_bootstrap=n_bootstrap,
-                               groups=[u.speaker for u in utterances])
     _write_predictions(out_dir / f"predictions_{name}.csv", utterances, predicted, probabilities.tolist(), classes)
     figure = confusion_figure(metrics["confusion"], classes, title=f"{title} on {name}")
     with atomic_open(out_dir / f"confusion_{name}.png", "wb") as handle:
         figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)
     log.info("%s: accuracy %.3f, UAR %.3f (n=%d)", name, metrics["accuracy"], metrics["uar"], metrics["n"])
-    return {**metrics, "speakers": len({u.speaker for u in utterances}), "classes_excluded": excluded,
-            "dropped": test.dropped, **test.skipped}
+    return {**metrics, "dropped": test.dropped, **test.skipped}
 
 
 def _write_predictions(path: Path, utterances, predicted, probs, classes) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 @contextlib.contextmanager
@@ -18,6 +19,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, durable: bool = Tru
     the umask, as with ``open()``, so colleagues can read shared outputs.
     """
     path = Path(path)
+    if "b" not in mode:  # text: UTF-8, with file names that are not valid UTF-8 kept byte for byte
+        kwargs = {"encoding": "utf-8", "errors": "surrogateescape", **kwargs}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets what a plain open() would give

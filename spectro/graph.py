@@ -1,5 +1,6 @@
-"""A trained model as a traced graph: what `spectro export` writes, and a cache that lets prediction
-start without building the model.
+"""A trained model as a graph from its inputs' tensors to class probabilities: what `Predictor` runs,
+what `spectro export` traces, and a cache of traced copies that lets prediction start without
+building the model.
 
 Building an ImageNet model imports timm, whose torchvision dependency imports ``torch._dynamo``:
 about two seconds before the first window is scored. The first time a checkpoint is used on the
@@ -25,16 +26,32 @@ from torch import nn
 from . import __version__
 from .config import FeatureConfig
 from .errors import ConfigError
+from .models import is_estimator, takes_lengths
+from .scoring import forward
 
 log = logging.getLogger(__name__)
 
 
+class ProbabilityGraph(nn.Module):
+    """A trained model as a function of its inputs' tensors (positional, in checkpoint order) that
+    returns class probabilities: the form Predictor runs, and the one `spectro export` traces."""
+
+    def __init__(self, model: nn.Module, input_names: list[str]):
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        lengths = {name: torch.full((x.shape[0],), x.shape[-1]) for name, x in zip(self.input_names, inputs)}
+        return torch.softmax(forward(self.model, dict(zip(self.input_names, inputs)), lengths).float(), dim=1)
+
+
 def check_traceable(model: nn.Module, name: str, purpose: str) -> None:
     """Refuse models that have no fixed graph: scikit-learn pipelines and packed sequences."""
-    if getattr(model, "is_estimator", False):
+    if is_estimator(model):
         raise ConfigError(f"model {name!r} is a scikit-learn pipeline, which has no {purpose} here; use the "
                           "checkpoint (or `--format slim`) with spectro predict or spectro.Predictor")
-    if getattr(model, "takes_lengths", False):
+    if takes_lengths(model):
         raise ConfigError(f"model {name!r} reads packed sequences of any length, which {purpose} cannot trace; use "
                           "the checkpoint (or `--format slim`) with spectro predict or spectro.Predictor")
 
@@ -43,11 +60,11 @@ def example_inputs(inputs: dict[str, FeatureConfig]) -> tuple[torch.Tensor, ...]
     """Two windows per input, of the shape and float layout the model reads (a batch of one would
     let a tracer fix the batch size)."""
     from .data import as_model_input
-    from .features import feature_array
+    from .features import feature_array, feature_kind
 
     examples = []
     for features in inputs.values():
-        if features.audio.duration is None and features.feature in ("mfcc", "frames", "stats"):
+        if features.audio.duration is None and feature_kind(features.feature) == "matrix":
             raise ConfigError(f"input feature {features.feature!r} was rendered with audio.duration=null (any "
                               "length); a traced graph needs fixed-length windows")
         seconds = features.audio.duration or 3.0

@@ -1,8 +1,9 @@
-"""Inference: the device, the forward call, window probabilities, and `Predictor`, the public API.
+"""The public API for new audio: `Predictor` (one checkpoint) and `EnsemblePredictor`, and
+`load_predictor`, which gives whichever a checkpoint, a list or an ensemble file names.
 
-Training (validation), evaluation and prediction all score through these functions: a model
-scores windows, and a recording's probabilities are the mean of its windows' probabilities.
-Nothing here imports the trainer, TensorBoard, matplotlib or scikit-learn, so predicting starts fast.
+Recordings go through the one preprocessing path (``spectro.audio``) and the scoring core
+(``spectro.scoring``). Nothing here imports the trainer, TensorBoard, matplotlib or scikit-learn
+(unless the checkpoint is a scikit-learn baseline), so predicting starts fast.
 
     >>> from spectro import Predictor
     >>> predictor = Predictor.load("checkpoints/demo/best.pt")
@@ -16,7 +17,7 @@ import collections
 import dataclasses
 import logging
 import os
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,132 +26,14 @@ from torch import nn
 from .allocator import keep_freed_memory
 from .audio import Window, audio_windows, prepare_windows, to_mono
 from .config import FeatureConfig, from_dict
-from .data import SINGLE_INPUT, as_model_input, batches
+from .data import as_model_input
+from .ensemble_file import combine, read_ensemble
 from .errors import ConfigError, SpectroError
 from .features import feature_array
+from .models import is_estimator, takes_lengths
+from .scoring import resolve_device, scoring_autocast
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
-    if not available.get(name):
-        raise ConfigError(f"device={name!r} is not available on this machine; choose one of "
-                          f"{['auto', *(d for d, ok in available.items() if ok)]}")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast type of a `train.precision` on `device` (None: full float32)."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-def scoring_autocast(checkpoint: dict, device: torch.device) -> torch.dtype | None:
-    """Autocast for scoring a checkpoint's model on `device`: its training precision on a GPU, full
-    precision on other devices (where autocast is slower), the same for evaluate and predict."""
-    if device.type != "cuda":
-        return None
-    return autocast_dtype(checkpoint["config"].get("train", {}).get("precision", "auto"), device)
-
-
-def forward(model: nn.Module, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Call a multi-input model with the mapping, a single-input model with its one tensor (and its
-    lengths in frames, for sequence models); through any DistributedDataParallel wrapper."""
-    inner = getattr(model, "module", model)
-    if hasattr(inner, "input_names"):
-        return model(inputs)
-    if getattr(inner, "takes_lengths", False):
-        return model(inputs[SINGLE_INPUT], lengths[SINGLE_INPUT].to(inputs[SINGLE_INPUT].device))
-    return model(inputs[SINGLE_INPUT])
-
-
-def check_lengths(model: nn.Module, images) -> None:
-    """Refuse padded inputs of different lengths for a model that cannot mask the padding."""
-    if getattr(model, "takes_lengths", False) or getattr(model, "is_estimator", False):
-        return
-    for name, lengths in images.lengths.items():
-        if len(lengths) and lengths.min() != lengths.max():
-            raise ConfigError(f"input {name!r} holds utterances of different lengths, which this model would read "
-                              "with their padding; render it with a fixed audio.duration, or use a sequence model "
-                              "(lstm, bilstm_attention, conv1d)")
-
-
-@torch.no_grad()
-def window_probabilities(model: nn.Module, images, *, device: torch.device, batch_size: int = 64,
-                         channels_last: bool = False, autocast: torch.dtype | None = None,
-                         windows: torch.Tensor | None = None) -> torch.Tensor:
-    """Class probabilities (W, C) of the windows of an ``ImageSet`` (all, or `windows`), in order,
-    `batch_size` at a time, under `autocast` if given."""
-    check_lengths(model, images)
-    model.eval()
-    out = []
-    for index in batches(torch.arange(images.n_windows) if windows is None else windows, batch_size):
-        stored, lengths, _ = images.stored(index)
-        inputs = {name: as_model_input(x.to(device, non_blocking=True)).contiguous(
-            memory_format=torch.channels_last if channels_last and x.ndim == 4 else torch.contiguous_format)
-            for name, x in stored.items()}
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
-    return torch.cat(out) if out else torch.empty(0, len(images.classes))
-
-
-@torch.no_grad()
-def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def adapt_batchnorm(model: nn.Module, images, *, device: torch.device, batch_size: int = 64) -> int:
-    """AdaBN (Li et al. 2016): replace every BatchNorm layer's running statistics by those of `images`'
-    windows (an unlabelled corpus), leaving every learnt weight alone. Returns the number of layers."""
-    norms = batchnorm_layers(model)
-    if not norms:
-        raise ConfigError(f"{type(model).__name__} has no BatchNorm layer to adapt; leave out --adabn")
-    model.eval()
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over every batch, not an exponential one
-        m.train()
-    for index in batches(torch.arange(images.n_windows), batch_size):
-        inputs, lengths, _ = images.batch(index)
-        forward(model, {name: x.to(device) for name, x in inputs.items()}, lengths)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
-    return len(norms)
-
-
-def utterance_means(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
-    """Mean of the rows of `values` (W, C) per utterance: ``owner[i]`` is the utterance of row i."""
-    sums = torch.zeros(n, values.shape[1], dtype=values.dtype).index_add_(0, owner, values)
-    return sums / torch.bincount(owner, minlength=n).clamp_min(1)[:, None].to(values.dtype)
-
-
-def predict_proba(model: nn.Module, images, *, device: torch.device, batch_size: int = 64,
-                  channels_last: bool = False, autocast: torch.dtype | None = None) -> torch.Tensor:
-    """Class probabilities (N, C) of every utterance of an ``ImageSet``: the mean over its windows."""
-    windows = window_probabilities(model, images, device=device, batch_size=batch_size, channels_last=channels_last,
-                                   autocast=autocast)
-    return utterance_means(windows, images.owner, len(images))
-
-
-class ProbabilityGraph(nn.Module):
-    """A trained model as a function of its inputs' tensors (positional, in checkpoint order) that
-    returns class probabilities: the form Predictor runs, and the one `spectro export` traces."""
-
-    def __init__(self, model: nn.Module, input_names: list[str]):
-        super().__init__()
-        self.model = model
-        self.input_names = list(input_names)
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        lengths = {name: torch.full((x.shape[0],), x.shape[-1]) for name, x in zip(self.input_names, inputs)}
-        return torch.softmax(forward(self.model, dict(zip(self.input_names, inputs)), lengths).float(), dim=1)
 
 
 @dataclasses.dataclass
@@ -216,7 +99,7 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "auto", batch_size: int = 8,
-             cache: bool = True, reference: Iterable[str | os.PathLike] = ()) -> "Predictor":
+             cache: bool = True, reference: Iterable[str | os.PathLike] = ()) -> Predictor:
         """Read a checkpoint (full, or slim from `spectro export`) onto `device` (auto: CUDA, MPS, CPU).
 
         On the CPU, with `cache`, the model is kept as a traced copy under ``spectro.graph.cache_dir()``
@@ -226,15 +109,15 @@ class Predictor:
         them each recording is normalised with its own statistics.
         """
         from . import graph as traced
-        from .checkpoint import build_model, load_checkpoint
+        from .checkpoint_file import build_model, load_checkpoint
 
         torch_device = resolve_device(device)
         state = load_checkpoint(path, map_location=torch_device)
         copy, where = traced.cached_graph(path) if cache and torch_device.type == "cpu" else (None, None)
         if copy is None:
             model = build_model(state, device=torch_device)
-            copy = ProbabilityGraph(model, list(state["inputs"]))
-            if where is not None and not (getattr(model, "is_estimator", False) or getattr(model, "takes_lengths", False)):
+            copy = traced.ProbabilityGraph(model, list(state["inputs"]))
+            if where is not None and not (is_estimator(model) or takes_lengths(model)):
                 traced.store_graph(copy, {n: from_dict(FeatureConfig, f) for n, f in state["inputs"].items()}, where)
         predictor = cls(copy, state, device=torch_device, batch_size=batch_size)
         predictor.set_reference(list(reference))
@@ -247,7 +130,8 @@ class Predictor:
 
         self.reference = {name: pooled(recording_statistics(prepare_windows(p, f.audio), f) for p in paths)
                           for name, f in self.inputs.items() if paths and f.normalise.mode in ("speaker", "corpus")}
-        per_file = [n for n, f in self.inputs.items() if f.normalise.mode in ("speaker", "corpus") and n not in self.reference]
+        per_file = [n for n, f in self.inputs.items()
+                    if f.normalise.mode in ("speaker", "corpus") and n not in self.reference]
         if per_file:
             log.warning("the model was trained with %s normalisation; without reference recordings each recording "
                         "is normalised with its own statistics", self.inputs[per_file[0]].normalise.mode)
@@ -259,11 +143,20 @@ class Predictor:
         return {name: None if f.normalise.mode == "none" else self.reference.get(name)
                 or recording_statistics(windows, f) for name, f in self.inputs.items()}
 
-    def predict(self, samples, sample_rate: int) -> Prediction:
-        """Score one recording given as samples, shape (n,) or (n, channels), at any sample rate.
+    def predict(self, samples, sample_rate: int | None = None) -> Prediction:
+        """Score one recording: samples, shape (n,) or (n, channels), at `sample_rate` (any), or the path of
+        an audio file (its own rate is used; `sample_rate` must then be left out).
 
-        Raises ``spectro.errors.DataError`` for empty, silent or non-finite audio.
+        Raises ``spectro.errors.DataError`` for unreadable, empty, silent or non-finite audio.
         """
+        if isinstance(samples, (str, os.PathLike)):
+            if sample_rate is not None:
+                raise ConfigError(f"predict({str(samples)!r}, {sample_rate}): a file is read at its own rate; leave "
+                                  "out sample_rate, or pass samples")
+            windows = prepare_windows(samples, self.audio)
+            return next(self._score([(str(samples), lambda: windows)]))
+        if sample_rate is None:
+            raise ConfigError("predict(samples) needs their sample_rate")
         windows = audio_windows(to_mono(samples, orig_sr=sample_rate, sr=self.audio.sample_rate, source="samples"),
                                 self.audio)
         return next(self._score([(None, lambda: windows)]))
@@ -326,3 +219,47 @@ def _finished(waiting: collections.deque, classes: tuple[str, ...]) -> Iterator[
         yield Prediction(pending.path, label=classes[int(mean.argmax())], probabilities=as_dict(mean), windows=[
             WindowPrediction(w.start, w.end, classes[int(p.argmax())], as_dict(p))
             for w, p in zip(pending.windows, pending.probabilities)])
+
+
+class EnsemblePredictor:
+    """Several `Predictor`s, one per member; a recording's probabilities are their weighted mean.
+
+    Members may read different features and windows, so an ensemble's predictions carry no
+    per-window results.
+    """
+
+    def __init__(self, predictors: Sequence[Predictor], weights: Sequence[float]):
+        classes = {p.classes for p in predictors}
+        if len(classes) > 1:
+            raise ConfigError(f"ensemble members decide among different classes: {sorted(classes)}")
+        self.predictors, self.weights = list(predictors), list(weights)
+        self.classes = predictors[0].classes
+        corpora = {c for p in predictors for c in p.checkpoint.get("train_corpora", [])}
+        self.checkpoint = {"train_corpora": sorted(corpora)}
+
+    def predict(self, samples, sample_rate: int | None = None) -> Prediction:
+        return self._combine([p.predict(samples, sample_rate) for p in self.predictors])
+
+    def predict_files(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
+        paths = list(paths)
+        each = zip(*(p.predict_files(paths) for p in self.predictors))
+        return map(lambda results: self._combine(list(results)), each)
+
+    def _combine(self, results: list[Prediction]) -> Prediction:
+        failed = next((r for r in results if r.error is not None), None)
+        if failed is not None:
+            return Prediction(failed.path, error=failed.error)
+        mean = combine([np.array([r.probabilities[c] for c in self.classes]) for r in results], self.weights)
+        return Prediction(results[0].path, label=self.classes[int(mean.argmax())],
+                          probabilities={c: float(v) for c, v in zip(self.classes, mean)})
+
+
+def load_predictor(specs: Sequence[str | os.PathLike], **options) -> Predictor | EnsemblePredictor:
+    """A `Predictor` for one checkpoint, or an `EnsemblePredictor` for several or for an ensemble file;
+    `options` go to ``Predictor.load``."""
+    ensemble = read_ensemble(specs)
+    predictors = [Predictor.load(m.checkpoint, **options) for m in ensemble.members]
+    ensemble.check_classes([p.classes for p in predictors], ", ".join(map(str, specs)))
+    if len(predictors) == 1:
+        return predictors[0]
+    return EnsemblePredictor(predictors, [m.weight for m in ensemble.members])

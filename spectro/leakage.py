@@ -9,7 +9,7 @@ The record travels in every checkpoint, so `spectro evaluate` checks without the
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .corpora import Utterance
 from .errors import ConfigError
@@ -23,12 +23,12 @@ class TrainingRecord:
 
     @classmethod
     def of(cls, train: Sequence[Utterance], validation: Sequence[Utterance],
-           train_digests: Iterable[str]) -> "TrainingRecord":
+           train_digests: Iterable[str]) -> TrainingRecord:
         return cls(sorted({u.speaker for u in train}), sorted({u.speaker for u in validation}),
                    sorted({d for d in train_digests if d}))
 
     @classmethod
-    def from_checkpoint(cls, state: dict) -> "TrainingRecord | None":
+    def from_checkpoint(cls, state: dict) -> TrainingRecord | None:
         """The record of a checkpoint; None for checkpoints written before spectro kept one."""
         saved = state.get("training_record")
         return None if saved is None else cls(**saved)

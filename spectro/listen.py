@@ -13,8 +13,9 @@ import contextlib
 import dataclasses
 import os
 import queue
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -42,7 +43,8 @@ def _sounddevice():
     try:
         import sounddevice
     except ImportError:
-        raise ConfigError("spectro listen needs sounddevice: pip install 'spectro[listen]'") from None
+        raise ConfigError("spectro listen needs sounddevice: pip install 'spectro-ser[listen]' (or, in a checkout of "
+                          "spectro, pip install -e '.[listen]')") from None
     except OSError as error:  # the PortAudio library is missing
         raise ConfigError(f"sounddevice cannot load PortAudio ({error}); install it, e.g. "
                           "`apt install libportaudio2`") from None
@@ -73,7 +75,7 @@ class Microphone:
                                       blocksize=int(block_seconds * self.sample_rate),
                                       callback=lambda data, frames, time, status: self._blocks.put(data[:, 0].copy()))
 
-    def __enter__(self) -> "Microphone":
+    def __enter__(self) -> Microphone:
         self._stream.start()
         return self
 
@@ -92,7 +94,7 @@ def level_db(samples: np.ndarray) -> float:
 
 
 def rolling(predictor: Predictor, source: AudioSource, *, hop: float, window: float, gate_db: float,
-            recorder: "Recorder | None" = None) -> Iterator[Reading]:
+            recorder: Recorder | None = None) -> Iterator[Reading]:
     """Score the last `window` seconds every `hop` seconds until the source ends."""
     if not 0 < hop <= window:
         raise ConfigError(f"hop={hop} must be in (0, window={window}]")
@@ -109,7 +111,7 @@ def rolling(predictor: Predictor, source: AudioSource, *, hop: float, window: fl
             yield Reading(heard / sr, level, predictor.predict(kept, sr) if level >= gate_db else None)
 
 
-def record(source: AudioSource, *, seconds: float, recorder: "Recorder | None" = None) -> np.ndarray:
+def record(source: AudioSource, *, seconds: float, recorder: Recorder | None = None) -> np.ndarray:
     """`seconds` of audio from the source (less if it ends first)."""
     blocks, wanted = [], int(seconds * source.sample_rate)
     while sum(b.size for b in blocks) < wanted and (block := source.read()) is not None:

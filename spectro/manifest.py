@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .corpora import EMOTIONS, CorpusScan, Utterance, check_label, scan_corpus
 from .errors import ConfigError, DataError
@@ -15,21 +15,26 @@ from .fileio import atomic_open, describe_path
 COLUMNS = tuple(f.name for f in dataclasses.fields(Utterance))
 
 
+def open_csv(path: str | Path):
+    """A CSV file of spectro's for reading. File names that are not valid UTF-8 (a Latin-1 byte, say) are
+    kept byte for byte as surrogate escapes, as Python reads them from the disk, so that a path written
+    to a manifest reads back as the same path."""
+    return open(path, newline="", encoding="utf-8", errors="surrogateescape")
+
+
 def scan_corpora(specs: Sequence[tuple[str, str]], options: dict[str, dict] | None = None) -> list[CorpusScan]:
     """Scan each (corpus name, path); `options` maps a corpus name to its parser options."""
     options = options or {}
     return [scan_corpus(name, path, **options.get(name, {})) for name, path in specs]
 
 
-def write_manifest(utterances: Iterable[Utterance], path: str | Path, *, extra: dict[str, list] | None = None) -> None:
-    """Write one CSV row per utterance; `extra` adds columns (first) such as the image path."""
-    utterances = list(utterances)
-    extra = extra or {}
+def write_manifest(utterances: Iterable[Utterance], path: str | Path) -> None:
+    """Write one CSV row per utterance."""
     with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*extra, *COLUMNS])
-        for i, utt in enumerate(utterances):
-            writer.writerow([values[i] for values in extra.values()] + [getattr(utt, c) for c in COLUMNS])
+        writer.writerow(COLUMNS)
+        for utt in utterances:
+            writer.writerow([getattr(utt, c) for c in COLUMNS])
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
@@ -38,7 +43,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {describe_path(path)} does not exist")
-    with path.open(newline="") as handle:
+    with open_csv(path) as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -79,5 +84,6 @@ def scan_report(scan: CorpusScan, *, examples: int = 5) -> str:
         lines += [f"  {path}: {reason}" for path, reason in scan.unmatched[:examples]]
     if scan.dropped:
         labels = ", ".join(f"{label} {n}" for label, n in sorted(scan.dropped.items()))
-        lines.append(f"{scan.corpus}: {sum(scan.dropped.values())} utterance(s) with no canonical emotion dropped ({labels})")
+        lines.append(f"{scan.corpus}: {sum(scan.dropped.values())} utterance(s) with no canonical emotion dropped "
+                     f"({labels})")
     return "\n".join(lines)

@@ -1,11 +1,16 @@
-"""Classification metrics from scikit-learn, always over the fixed label list."""
+"""Classification metrics from scikit-learn, always over the fixed label list, and the one way a set
+of scored recordings becomes a report's numbers."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+
+# The headline metrics, in the order every table, log and summary shows them, with their printed names.
+METRICS = ("accuracy", "uar", "macro_f1")
+METRIC_NAMES = {"accuracy": "accuracy", "uar": "UAR", "macro_f1": "macro-F1"}
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], *, labels: Sequence[int]) -> dict:
@@ -114,3 +119,35 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, *, labels: Seque
     tail = 100 * (1 - level) / 2
     return {name: [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
             for name, values in scores.items()}
+
+
+def score_recordings(probabilities: np.ndarray, utterances: Sequence, classes: Sequence[str], *,
+                     present_classes: bool = False, n_bootstrap: int = 1000) -> tuple[dict, np.ndarray]:
+    """The metrics of scored recordings (`probabilities` (N, C) in the order of `utterances`, whose emotions
+    are among `classes`), with intervals that resample speakers; and the probabilities decided on.
+
+    With `present_classes` the decision is among the classes the recordings have: the others cannot be
+    right here, so their probabilities are set to 0 and the rest renormalised.
+    """
+    labels = np.array([list(classes).index(u.emotion) for u in utterances])
+    excluded = []
+    if present_classes:
+        absent = [i for i in range(len(classes)) if i not in set(labels.tolist())]
+        excluded = [classes[i] for i in absent]
+        probabilities = np.array(probabilities, dtype=np.float64)
+        probabilities[:, absent] = 0.0
+        probabilities /= probabilities.sum(axis=1, keepdims=True).clip(min=1e-12)
+    metrics = detailed_metrics(labels, np.asarray(probabilities).argmax(1), class_names=classes,
+                               n_bootstrap=n_bootstrap, groups=[u.speaker for u in utterances])
+    return {**metrics, "speakers": len({u.speaker for u in utterances}), "classes_excluded": excluded}, probabilities
+
+
+def describe_scores(metrics: dict, *, extra: Sequence[str] = ()) -> str:
+    """One line: n, then each headline metric with its 95% interval where known, then `extra` keys."""
+    ci = metrics.get("ci95") or {}
+    parts = [f"n {metrics['n']}"] if "n" in metrics else []
+    for key in METRICS:
+        interval = f" [{ci[key][0]:.3f}, {ci[key][1]:.3f}]" if key in ci else ""
+        parts.append(f"{METRIC_NAMES[key]} {metrics[key]:.3f}{interval}")
+    parts += [f"{key} {metrics[key]:.3f}" for key in extra]
+    return "  ".join(parts)

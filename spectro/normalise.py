@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -30,12 +30,12 @@ class BandStatistics:
     total_sq: np.ndarray
 
     @classmethod
-    def of(cls, values: np.ndarray) -> "BandStatistics":
+    def of(cls, values: np.ndarray) -> BandStatistics:
         """Moments of (bands, frames) values."""
         v = np.asarray(values, dtype=np.float64)
         return cls(float(v.shape[1]), v.sum(axis=1), np.square(v).sum(axis=1))
 
-    def __add__(self, other: "BandStatistics") -> "BandStatistics":
+    def __add__(self, other: BandStatistics) -> BandStatistics:
         return BandStatistics(self.count + other.count, self.total + other.total, self.total_sq + other.total_sq)
 
     @property
@@ -50,14 +50,15 @@ class BandStatistics:
     def standardise(self, values: np.ndarray) -> np.ndarray:
         """(values - mean) / std per band, as float32."""
         if values.shape[0] != self.total.shape[0]:
-            raise ConfigError(f"values have {values.shape[0]} bands; the statistics were taken over {self.total.shape[0]}")
+            raise ConfigError(f"values have {values.shape[0]} bands; the statistics were taken over "
+                              f"{self.total.shape[0]}")
         return ((values - self.mean[:, None]) / self.std[:, None]).astype(np.float32)
 
     def as_dict(self) -> dict:
         return {"count": self.count, "total": self.total.tolist(), "total_sq": self.total_sq.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BandStatistics":
+    def from_dict(cls, data: dict) -> BandStatistics:
         return cls(float(data["count"]), np.asarray(data["total"], dtype=np.float64),
                    np.asarray(data["total_sq"], dtype=np.float64))
 
@@ -139,7 +140,7 @@ class GroupStatistics:
     def of_recording(self, path: str) -> BandStatistics:
         return self.groups[self.assignment[path]]
 
-    def extended(self, utterances: Sequence, statistics: dict[str, BandStatistics], settings) -> "GroupStatistics":
+    def extended(self, utterances: Sequence, statistics: dict[str, BandStatistics], settings) -> GroupStatistics:
         """With the groups of new recordings (`statistics` by source path); a new recording may not join
         a group that already has statistics, which would change pictures already made."""
         groups = unlabelled_groups(utterances, statistics, fallback=settings.unknown_speakers,
@@ -160,6 +161,6 @@ class GroupStatistics:
                 "groups": {g: s.as_dict() for g, s in self.groups.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GroupStatistics":
+    def from_dict(cls, data: dict) -> GroupStatistics:
         return cls(data["mode"], dict(data["assignment"]),
                    {g: BandStatistics.from_dict(s) for g, s in data["groups"].items()})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .corpora import iter_audio_files
 from .errors import DataError
@@ -15,10 +15,15 @@ log = logging.getLogger(__name__)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the audio files inside given folders (recursively, sorted)."""
-    paths, skipped = [], []
+    """Files as given, and the audio files inside given folders (recursively, sorted); a file named twice
+    (directly and through its folder, say) is listed once, where it first appears."""
+    paths, skipped, seen = [], [], set()
     for item in map(Path, inputs):
-        paths += list(iter_audio_files(item, skipped)) if item.is_dir() else [item]
+        for path in iter_audio_files(item, skipped) if item.is_dir() else [item]:
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen.add(real)
+                paths.append(path)
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     return paths

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .errors import DataError
 from .fileio import atomic_open
+from .metrics import METRIC_NAMES, METRICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +25,11 @@ class PublishedRow:
     emodb_accuracy: float | None
 
 
-# Validation and EMO-DB accuracy (%) of the published transfer-learning study this toolkit reproduces.
+# Validation and EMO-DB accuracy (%) from Table 1 of the README of the public GitHub repository
+# KanikeSaiPrakash/Speech-Emotion-Recognition ("Speech-Emotion-Recognition: Deep Learning"), which trained on
+# RAVDESS, TESS, CREMA-D, IEMOCAP and SAVEE and tested on EMO-DB. No paper is known for it.
+PUBLISHED_SOURCE = ("Table 1 of the README of github.com/KanikeSaiPrakash/Speech-Emotion-Recognition (trained on "
+                    "RAVDESS, TESS, CREMA-D, IEMOCAP and SAVEE; tested on EMO-DB)")
 PUBLISHED = (
     PublishedRow("ResNet-50 mel, 4 classes", "resnet50", 4, "mel", 75.76, 64.60),
     PublishedRow("ResNet-50 mel, 5 classes", "resnet50", 5, "mel", 66.86, 46.57),
@@ -52,11 +57,11 @@ def render_evaluation(report: dict) -> str:
     lines = [f"# Evaluation of `{report['run']}`", ""]
     lines += [f"> **Warning:** {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     lines += _evaluation_settings(report)
-    lines += ["", "| corpus | n | speakers | accuracy % (95% CI) | UAR % (95% CI) | macro-F1 % (95% CI) | kappa | MCC |",
-              "|---|---|---|---|---|---|---|---|"]
+    headline = " | ".join(f"{METRIC_NAMES[k]} % (95% CI)" for k in METRICS)
+    lines += ["", f"| corpus | n | speakers | {headline} | kappa | MCC |", "|---" * (5 + len(METRICS)) + "|"]
     for name, m in report["corpora"].items():
-        lines.append(f"| {name} | {m['n']} | {m.get('speakers', '')} | {_with_ci(m, 'accuracy')} | {_with_ci(m, 'uar')} "
-                     f"| {_with_ci(m, 'macro_f1')} | {m['kappa']:.3f} | {m['mcc']:.3f} |")
+        scores = " | ".join(_with_ci(m, k) for k in METRICS)
+        lines.append(f"| {name} | {m['n']} | {m.get('speakers', '')} | {scores} | {m['kappa']:.3f} | {m['mcc']:.3f} |")
     lines.append("\nIntervals: 95% percentile bootstrap, resampling whole speakers (their utterances are not "
                  "independent).")
     for name, m in report["corpora"].items():
@@ -68,7 +73,8 @@ def _evaluation_settings(report: dict) -> list[str]:
     """The bullet list under the title: what was scored, and how."""
     epoch = f" (epoch {report['epoch']})" if report.get("epoch") is not None else ""
     lines = [f"- checkpoint: `{report['checkpoint']}`{epoch}"]
-    lines += [f"  - member `{m['checkpoint']}` ({m['model']}), weight {m['weight']:.2f}" for m in report.get("members", [])]
+    lines += [f"  - member `{m['checkpoint']}` ({m['model']}), weight {m['weight']:.2f}"
+              for m in report.get("members", [])]
     lines += [f"- model: {report['model']}; features: {report['feature']} ({report['channels']}); "
               f"classes: {', '.join(report['classes'])}",
               f"- trained on: {', '.join(report['train_corpora']) or 'unknown'}"]
@@ -150,21 +156,21 @@ def comparison_tables(rows: list[dict]) -> dict[str, tuple[list[str], list[list[
 def _table(rows: list[dict], *, extra: str) -> tuple[list[str], list[list[str]]]:
     tests = sorted({name for row in rows for name in row["tests"]})
     published = [published_row(r["model"], len(r["classes"]), r["feature"]) for r in rows]
-    header = ["run", "model", "classes", "features", "training corpora", extra,
-              "val n", "val acc %", "val UAR %", "val macro-F1 %"]
-    header += [f"{t} {k}" for t in tests for k in ("n", "acc % (95% CI)", "UAR % (95% CI)", "macro-F1 %")]
+    header = ["run", "model", "classes", "features", "training corpora", extra, "val n",
+              *(f"val {METRIC_NAMES[k]} %" for k in METRICS)]
+    header += [f"{t} {k}" for t in tests for k in ("n", *(f"{METRIC_NAMES[k]} % (95% CI)" for k in METRICS))]
     if any(published):
         header += ["published val acc %", "Δ val acc", "published EMO-DB acc %", "Δ EMO-DB acc"]
     cells = []
     for row, match in zip(rows, published):
         val = row["validation"] or {}
         line = [row["run"], row["model"], str(len(row["classes"])), row["feature"], ", ".join(row["train_corpora"]),
-                str(row.get("epochs", row.get("checkpoint", ""))), str(val.get("n", "")), _pct(val.get("accuracy")),
-                _pct(val.get("uar")), _pct(val.get("macro_f1"))]
+                str(row.get("epochs", row.get("checkpoint", ""))), str(val.get("n", "")),
+                *(_pct(val.get(k)) for k in METRICS)]
         for t in tests:
             m = row["tests"].get(t)
-            line += ["", "", "", ""] if m is None else [str(m.get("n", "")), _with_ci(m, "accuracy"), _with_ci(m, "uar"),
-                                                        _pct(m.get("macro_f1"))]
+            line += ([""] * (1 + len(METRICS)) if m is None
+                     else [str(m.get("n", "")), *(_with_ci(m, k) for k in METRICS)])
         if any(published):
             line += _published_cells(match, val, row["tests"].get("emodb", {}))
         cells.append(line)
@@ -197,9 +203,10 @@ def write_comparison(rows: list[dict], out_dir: str | Path) -> tuple[Path, Path]
     for title, (header, cells) in tables.items():
         md += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         md += ["| " + " | ".join(c or "–" for c in line) + " |" for line in cells] + [""]
-    md += ["n: utterances scored. Intervals: 95% bootstrap. UAR = unweighted average recall (balanced accuracy).",
-           *(["Published: validation and EMO-DB accuracy of the transfer-learning study spectro reproduces; "
-              "Δ = ours − published (percentage points)."] if any("Δ val acc" in h for h, _ in tables.values()) else [])]
+    md.append("n: utterances scored. Intervals: 95% bootstrap. UAR = unweighted average recall (balanced accuracy).")
+    if any("Δ val acc" in h for h, _ in tables.values()):
+        md.append(f"Published: validation and EMO-DB accuracy from {PUBLISHED_SOURCE}; Δ = ours − published "
+                  "(percentage points).")
     with atomic_open(out_dir / "comparison.md") as handle:
         handle.write("\n".join(md) + "\n")
     columns = list(dict.fromkeys(c for header, _ in tables.values() for c in header))

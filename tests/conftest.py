@@ -68,7 +68,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     generate_corpus(root / "a", languages=("synth-a",), speakers_per_language=2, utterances_per_emotion=3, seed=5)
     generate_corpus(root / "b", languages=("synth-b",), speakers_per_language=2, utterances_per_emotion=3, seed=5)
-    build_image_dataset(scan_corpus("synth", root / "a").utterances, root / "tree_a", from_dict(FeatureConfig, SMALL_IMAGES),
+    build_image_dataset(scan_corpus("synth", root / "a").utterances, root / "tree_a", from_dict(FeatureConfig,
+                                                                                                SMALL_IMAGES),
                         workers=1, progress=False)
     config = from_dict(ExperimentConfig, {
         "data": {"train": [str(root / "tree_a")], "classes": 4, "val_speakers": ["synth-a02m"]},

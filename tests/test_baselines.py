@@ -7,20 +7,21 @@ import librosa
 import numpy as np
 import pytest
 import torch
-
 from conftest import tone
-from spectro.checkpoint import load_checkpoint, load_trained_model, save_checkpoint
+
+from spectro.checkpoint_file import load_checkpoint, load_trained_model, save_checkpoint
 from spectro.cli import main
 from spectro.config import ExperimentConfig, FeatureConfig, WaveformAugmentConfig, from_dict
 from spectro.corpora import scan_corpus
 from spectro.data import ImageSet
 from spectro.errors import ConfigError, DataError
 from spectro.features import feature_matrix, frame_descriptors, utterance_statistics
-from spectro.images import load_array, build_image_dataset, read_image_manifest
+from spectro.image_tree import load_recording, read_image_manifest
+from spectro.images import build_image_dataset
 from spectro.models import create_model
 from spectro.models.classical import load_pipeline
 from spectro.report import collect_results, comparison_tables
-from spectro.inference import predict_proba
+from spectro.scoring import predict_proba
 from spectro.training import Trainer, start_run
 from spectro.training.estimators import group_internal_folds
 from spectro.waveform_augment import add_noise, augment_waveform, random_trim
@@ -87,14 +88,15 @@ def trees(synth_corpus, tmp_path_factory):
 def experiment(tmp_path, train_tree, test_tree, name, **sections) -> ExperimentConfig:
     data = {"train": [str(train_tree)], "test": {"langb": str(test_tree)}, "classes": 4, "val_speakers": ["synth-a02m"]}
     return from_dict(ExperimentConfig, {
-        "data": {**data, **sections.pop("data", {})}, "model": {"name": name, "pretrained": False, **sections.pop("model", {})},
+        "data": {**data, **sections.pop("data", {})}, "model": {"name": name, "pretrained": False,
+                                                                **sections.pop("model", {})},
         "train": {"epochs": 2, "batch_size": 4, "freeze_epochs": 0, **sections.pop("train", {})},
         "run": {"name": name, "checkpoint_dir": str(tmp_path / "ck"), "log_dir": str(tmp_path / "runs")}, **sections})
 
 
 def test_variable_length_inputs_are_padded_with_their_lengths_kept(trees):
     rows = read_image_manifest(trees["frames", "a"])
-    arrays = [load_array(p)[0] for p, _ in rows]  # whole utterances: one window each
+    arrays = [load_recording(p)[0] for p, _ in rows]  # whole utterances: one window each
     assert len({a.shape[1] for a in arrays}) > 1  # whole utterances differ in length
     images = ImageSet([p for p, _ in rows], [u for _, u in rows], ["neutral", "happy", "sad", "angry"], progress=False)
     assert images.lengths["image"].tolist() == [a.shape[1] for a in arrays]
@@ -121,7 +123,8 @@ def test_classical_models_learn_and_survive_a_weights_only_checkpoint(name, tmp_
     x = torch.tensor(X[:20, :, None], dtype=torch.float16).float()
     probs = torch.softmax(model(x), 1)
     assert (probs.argmax(1).numpy() == y[:20]).mean() >= 0.9
-    np.testing.assert_allclose(probs.numpy(), model.pipeline.predict_proba(X[:20].astype(np.float16).astype(float)), atol=1e-5)
+    np.testing.assert_allclose(probs.numpy(), model.pipeline.predict_proba(X[:20].astype(np.float16).astype(float)),
+                               atol=1e-5)
     save_checkpoint({"model": model.state_dict(), "classes": ["a", "b", "c", "d"], "config": {}, "features": {},
                      "model_name": name}, tmp_path / "m.pt")
     restored, _ = load_trained_model(tmp_path / "m.pt")
@@ -171,7 +174,7 @@ def test_a_classical_run_scales_on_training_data_searches_on_validation_and_repo
     summary = trainer.fit()
     run = trainer.run
     scaler = run.net.pipeline.named_steps["scale"]
-    train_x = np.stack([load_array(p)[0, :, 0] for p, u in read_image_manifest(trees["stats", "a"])
+    train_x = np.stack([load_recording(p)[0, :, 0] for p, u in read_image_manifest(trees["stats", "a"])
                         if u.speaker != "synth-a02m"]).astype(np.float64)
     np.testing.assert_allclose(scaler.mean_, train_x.mean(axis=0))  # fitted on training speakers only
     assert all(u.speaker != "synth-a02m" for u in run.splits.train.utterances)
@@ -280,7 +283,8 @@ def test_augmentation_fires_by_probability_and_is_reproducible():
     off = WaveformAugmentConfig(noise_p=0, pitch_p=0, stretch_p=0, gain_p=0, trim_p=0)
     assert np.array_equal(augment_waveform(y, sr=SR, config=off, rng=np.random.default_rng(0)), y)
     slower = WaveformAugmentConfig(noise_p=0, pitch_p=0, stretch_p=1, rate=(0.8, 0.8), gain_p=0, trim_p=0)
-    assert augment_waveform(y, sr=SR, config=slower, rng=np.random.default_rng(0)).size == pytest.approx(y.size / 0.8, rel=0.01)
+    assert augment_waveform(y, sr=SR, config=slower, rng=np.random.default_rng(0)).size == pytest.approx(y.size / 0.8,
+                                                                                                         rel=0.01)
     every = WaveformAugmentConfig(noise_p=1, pitch_p=1, stretch_p=1, gain_p=1, trim_p=1)
     first, again = (augment_waveform(y, sr=SR, config=every, rng=np.random.default_rng(5)) for _ in range(2))
     assert np.array_equal(first, again) and not np.array_equal(first, y[: first.size])
@@ -291,13 +295,14 @@ def test_augmented_trees_hold_named_copies_and_are_not_redone(trees, synth_corpu
     originals = read_image_manifest(trees["stats", "a"])
     assert len(rows) == 2 * len(originals)
     assert {p.stem.rsplit("__", 1)[1] for p, _ in rows} == {"aug1", "aug2"}
-    copy1, copy2 = (load_array(p) for p, _ in rows[:2])
+    copy1, copy2 = (load_recording(p) for p, _ in rows[:2])
     assert not np.array_equal(copy1, copy2)
     again = build_image_dataset(scan_corpus("synth", synth_corpus / "synth-a").utterances, trees["stats", "aug"],
                                 from_dict(FeatureConfig, {"feature": "stats", "audio": {"duration": None}}),
-                                augmentation=WaveformAugmentConfig(copies=2, noise_p=1.0, stretch_p=0.5), progress=False)
+                                augmentation=WaveformAugmentConfig(copies=2, noise_p=1.0,
+                                                                   stretch_p=0.5), progress=False)
     assert again.written == 0
-    with pytest.raises(DataError, match="other feature settings"):
+    with pytest.raises(DataError, match="other settings"):
         build_image_dataset(scan_corpus("synth", synth_corpus / "synth-a").utterances, trees["stats", "aug"],
                             from_dict(FeatureConfig, {"feature": "stats", "audio": {"duration": None}}),
                             augmentation=WaveformAugmentConfig(copies=2), progress=False)
@@ -307,12 +312,14 @@ def test_a_copy_is_the_same_wherever_the_corpus_lies(trees, synth_corpus, tmp_pa
     moved = tmp_path / "moved" / "synth-a"
     shutil.copytree(synth_corpus / "synth-a" / "a01f", moved / "a01f")
     utterances = scan_corpus("synth", moved).utterances[:2]
-    build_image_dataset(utterances, tmp_path / "aug", from_dict(FeatureConfig, {"feature": "stats", "audio": {"duration": None}}),
+    build_image_dataset(utterances, tmp_path / "aug", from_dict(FeatureConfig, {"feature": "stats",
+                                                                                "audio": {"duration": None}}),
                         augmentation=WaveformAugmentConfig(copies=2, noise_p=1.0, stretch_p=0.5), progress=False)
     rendered = sorted((tmp_path / "aug").rglob("*.npy"))
     assert len(rendered) == 4
     for path in rendered:
-        np.testing.assert_array_equal(np.load(path), np.load(trees["stats", "aug"] / path.relative_to(tmp_path / "aug")))
+        np.testing.assert_array_equal(np.load(path), np.load(trees["stats",
+                                                                   "aug"] / path.relative_to(tmp_path / "aug")))
 
 
 def test_training_uses_copies_of_training_speakers_only(trees, tmp_path):
@@ -331,7 +338,8 @@ def test_training_uses_copies_of_training_speakers_only(trees, tmp_path):
 @pytest.mark.parametrize("where", ["train", "test"])
 def test_an_augmented_tree_is_refused_outside_train_augmented(trees, tmp_path, where):
     plain, aug = str(trees["stats", "a"]), str(trees["stats", "aug"])
-    data = {"train": [aug], "test": {"langb": str(trees["stats", "b"])}} if where == "train" else {"test": {"copies": aug}}
+    data = {"train": [aug], "test": {"langb": str(trees["stats",
+                                                        "b"])}} if where == "train" else {"test": {"copies": aug}}
     with pytest.raises(ConfigError, match="holds augmented copies, which may only train"):
         Trainer(experiment(tmp_path, plain, trees["stats", "b"], "lda", data=data), progress=False).fit()
 
@@ -363,14 +371,15 @@ def test_report_lists_baselines_and_cnns_with_macro_f1(trees, tmp_path):
         Trainer(experiment(tmp_path, trees[tree, "a"], trees[tree, "b"], model), progress=False).fit()
     rows = collect_results([tmp_path / "ck" / "lda", tmp_path / "ck" / "conv1d"])
     (header, cells), = comparison_tables(rows).values()
-    assert {"val macro-F1 %", "langb macro-F1 %"} <= set(header)
+    assert {"val macro-F1 %", "langb macro-F1 % (95% CI)"} <= set(header)
     summary = json.loads((tmp_path / "ck" / "conv1d" / "summary.json").read_text())
     line = dict(zip(header, cells[1]))
-    assert line["features"] == "frames" and line["langb macro-F1 %"] == f"{100 * summary['test']['langb']['macro_f1']:.2f}"
+    assert line["features"] == "frames" and line["langb macro-F1 % (95% CI)"].startswith(
+        f"{100 * summary['test']['langb']['macro_f1']:.2f} (")
 
 
 def test_time_masks_of_padded_sequences_stay_inside_each_utterance():
-    from spectro.augment import spec_augment
+    from spectro.training.batch_augment import spec_augment
 
     x = torch.zeros(2, 15, 100)
     x[:, :, :20] = torch.arange(1, 21, dtype=torch.float)  # the second utterance is 20 frames long

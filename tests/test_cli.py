@@ -35,10 +35,10 @@ def test_images_command_from_manifest(tmp_path, synth_corpus, capsys):
     args = ["images", "--manifest", str(manifest), "--out", str(out), "--set", "image.size=32", "--quiet",
             "--workers", "2"]
     assert main(args) == 0
-    assert "32 image(s) written" in capsys.readouterr().out
+    assert "32 recording(s) rendered" in capsys.readouterr().out
     assert len(list(out.rglob("*.png"))) == 32
     assert main(args) == 0
-    assert "0 image(s) written, 32 already present" in capsys.readouterr().out
+    assert "0 recording(s) rendered, 32 already present" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [

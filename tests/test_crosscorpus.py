@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tone, write_audio
+
 from spectro.cli import main
 from spectro.config import ExperimentConfig, FeatureConfig, from_dict
-from spectro.corpora import Utterance, scan_corpus
+from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError
 from spectro.evaluate import evaluate_checkpoint
-from spectro.images import build_image_dataset, image_relpath, load_array
+from spectro.image_tree import load_recording, recording_key
+from spectro.images import build_image_dataset
 
 SPEAKER_NORM = {"image": {"size": 32}, "normalise": {"mode": "speaker"}}
 
@@ -36,22 +37,23 @@ def test_normalisation_statistics_never_read_labels(synth_corpus, tmp_path):
         trees = [build_image_dataset(us, tmp_path / f"{mode}{i}", config, workers=1 + i, progress=False).out_dir
                  for i, us in enumerate((utterances, relabelled))]  # one process, then two: the same pictures
         for original, other in zip(utterances, relabelled):
-            np.testing.assert_array_equal(load_array(trees[0] / image_relpath(original)),
-                                          load_array(trees[1] / image_relpath(other)), err_msg=mode)
+            np.testing.assert_array_equal(load_recording(trees[0] / recording_key(original)),
+                                          load_recording(trees[1] / recording_key(other)), err_msg=mode)
 
 
 def test_speaker_normalisation_removes_a_speakers_channel(tmp_path):
     """Two speakers saying the same things through different channels (one dull, one quiet and bright)
     look alike once each band is standardised over its speaker."""
-    from spectro.features import feature_matrix, recording_statistics
     from spectro.audio import audio_windows
+    from spectro.features import feature_matrix, recording_statistics
     from spectro.normalise import pooled
 
     rng = np.random.default_rng(0)
     sources = [sum(tone(f, seconds=1.5, amplitude=a) for f, a in ((200 + 30 * i, 0.3), (900 + 50 * i, 0.1)))
                + 0.01 * rng.normal(size=24000).astype(np.float32) for i in range(4)]
     lowpass = lambda y: np.convolve(y, np.ones(8) / 8, mode="same").astype(np.float32)  # noqa: E731
-    speakers = {"dull": [lowpass(y) for y in sources], "bright": [np.diff(y, prepend=0).astype(np.float32) for y in sources]}
+    speakers = {"dull": [lowpass(y) for y in sources],
+                "bright": [np.diff(y, prepend=0).astype(np.float32) for y in sources]}
     config = from_dict(FeatureConfig, {"normalise": {"mode": "speaker"}})
     plain = from_dict(FeatureConfig, {})
     mean_spectra = {}
@@ -87,7 +89,8 @@ def test_a_tree_keeps_its_statistics_and_refuses_to_change_them(synth_corpus, tm
     with pytest.raises(ConfigError, match="would change normalisation statistics"):
         build_image_dataset(first_speaker, tree, config, workers=1, progress=False)
     others = [u for u in utterances if u.speaker != "synth-a01f"]
-    assert build_image_dataset(first_speaker[:3] + others, tree, config, workers=1, progress=False).written == len(others)
+    assert build_image_dataset(first_speaker[:3] + others, tree, config, workers=1,
+                               progress=False).written == len(others)
 
 
 def _train(tree, tmp_path, name, *, model="tiny_efficientnet", seed=0):
@@ -110,7 +113,8 @@ def test_a_normalised_model_is_evaluated_transductively_and_says_so(synth_corpus
     report = evaluate_checkpoint(checkpoint, tmp_path / "eval", corpora=[("synth", str(synth_corpus / "synth-b"))],
                                  workers=1, progress=False, n_bootstrap=10)
     assert report["normalisation"] == ["speaker"]
-    assert "speaker normalisation with statistics from each test corpus's own unlabelled audio" in report["transductive"][0]
+    said = "speaker normalisation with statistics from each test corpus's own unlabelled audio"
+    assert said in report["transductive"][0]
     assert "**transductive:** speaker normalisation" in (tmp_path / "eval" / "report.md").read_text()
     statistics = json.loads((tmp_path / "eval" / "images" / "synth" / "normalisation.json").read_text())
     assert sorted(statistics["groups"]) == ["speaker:synth-b01f", "speaker:synth-b02m"]  # the test speakers' own
@@ -128,7 +132,7 @@ def two_models(tmp_path_factory, synth_corpus):
 
 
 def test_an_ensemble_of_one_model_or_of_copies_equals_the_model(two_models, synth_corpus, tmp_path):
-    from spectro.ensemble import Member, write_ensemble
+    from spectro.ensemble_file import Member, write_ensemble
 
     root, one, _ = two_models
     test = [("synth", str(synth_corpus / "synth-b"))]
@@ -148,7 +152,7 @@ def test_an_ensemble_of_one_model_or_of_copies_equals_the_model(two_models, synt
 
 
 def test_ensemble_probabilities_are_the_weighted_mean_and_predict_agrees(two_models, synth_corpus, tmp_path, capsys):
-    from spectro.ensemble import Member, write_ensemble
+    from spectro.ensemble_file import Member, write_ensemble
 
     root, one, two = two_models
     test = [("synth", str(synth_corpus / "synth-b"))]
@@ -178,7 +182,8 @@ def test_ensemble_weights_are_chosen_on_validation_speakers(two_models, synth_co
     assert weights == [0.25, 0.75] and uar == 1.0  # the most even weights that get every recording right
     root, one, two = two_models
     path, weights, uar = build_ensemble([one, two], tmp_path / "ens.json",
-                                        validation=[("synth", str(synth_corpus / "synth-a"))], workers=1, progress=False)
+                                        validation=[("synth",
+                                                     str(synth_corpus / "synth-a"))], workers=1, progress=False)
     saved = json.loads(path.read_text())
     assert saved["chosen_by"]["speakers"] == ["synth-a02m"] and saved["chosen_by"]["recordings"] == 8
     assert sum(m["weight"] for m in saved["members"]) == pytest.approx(1) and saved["chosen_by"]["uar"] == uar
@@ -200,14 +205,14 @@ def test_ensemble_weights_are_chosen_on_validation_speakers(two_models, synth_co
 
 # --------------------------------------------------------------------------- AdaBN and decisions
 def test_adabn_adapts_batchnorm_statistics_only_and_is_recorded(two_models, synth_corpus, tmp_path):
-    from spectro.checkpoint import load_trained_model
+    from spectro.checkpoint_file import load_trained_model
     from spectro.data import ImageSet
-    from spectro.inference import adapt_batchnorm
+    from spectro.scoring import adapt_batchnorm
 
     root, one, _ = two_models
     model, _ = load_trained_model(one)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rows = [(p, u) for p, u in __import__("spectro.images", fromlist=["x"]).read_image_manifest(root / "tree")]
+    rows = [(p, u) for p, u in __import__("spectro.image_tree", fromlist=["x"]).read_image_manifest(root / "tree")]
     images = ImageSet([p for p, _ in rows], [u for _, u in rows], ["neutral", "happy", "sad", "angry"], progress=False)
     assert adapt_batchnorm(model, images, device=torch.device("cpu")) > 0
     after = model.state_dict()
@@ -242,7 +247,8 @@ def test_present_classes_decide_among_the_classes_a_corpus_has(two_models, synth
     assert all(row[0] == 0 for row in m["confusion"])  # nothing decided as neutral
     for p in _predictions(tmp_path / "eval", "folder").values():
         assert p[0] == 0 and sum(p) == pytest.approx(1, abs=1e-5)
-    assert "Classes absent from folder and left out of the decision: neutral" in (tmp_path / "eval" / "report.md").read_text()
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "Classes absent from folder and left out of the decision: neutral" in report
 
 
 # --------------------------------------------------------------------------- the one-command recipe

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 import soundfile
+from conftest import write_audio
 from sklearn.metrics import cohen_kappa_score, matthews_corrcoef
 
-from conftest import write_audio
 from spectro.cli import main
 from spectro.config import FeatureConfig, ImageConfig
 from spectro.corpora import scan_corpus
@@ -19,7 +19,8 @@ def test_report_numbers_equal_an_independent_computation_from_the_predictions(tr
     root, checkpoint = trained
     report = evaluate_checkpoint(checkpoint, tmp_path, corpora=[("synth", str(root / "b"))], workers=1,
                                  n_bootstrap=200, progress=False)
-    assert {"report.json", "report.md", "confusion_synth.png", "predictions_synth.csv"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"report.json", "report.md", "confusion_synth.png",
+            "predictions_synth.csv"} <= {p.name for p in tmp_path.iterdir()}
     assert json.loads((tmp_path / "report.json").read_text()) == report
     with open(tmp_path / "predictions_synth.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -49,7 +50,8 @@ def test_report_numbers_equal_an_independent_computation_from_the_predictions(tr
 
 def test_evaluating_on_training_speakers_is_refused(trained, tmp_path):
     root, checkpoint = trained
-    with pytest.raises(ConfigError, match=r"speaker\(s\) \[.synth-a01f.\] of test synth took part in the model.s training data"):
+    with pytest.raises(ConfigError, match=r"speaker\(s\) \[.synth-a01f.\] of test synth took part in the model.s "
+                                          r"training data"):
         evaluate_checkpoint(checkpoint, tmp_path, corpora=[("synth", str(root / "a"))], workers=1, progress=False)
 
 
@@ -66,7 +68,8 @@ def test_a_moved_evaluation_without_the_training_trees_still_refuses_training_sp
     project.mkdir()
     monkeypatch.chdir(project)
     generate_corpus("corpus", languages=("synth-a",), speakers_per_language=3, utterances_per_emotion=2, seed=2)
-    build_image_dataset(scan_corpus("synth", "corpus").utterances, "images/a", FeatureConfig(image=ImageConfig(size=32)),
+    build_image_dataset(scan_corpus("synth", "corpus").utterances, "images/a",
+                        FeatureConfig(image=ImageConfig(size=32)),
                         workers=1, progress=False)
     Trainer(from_dict(ExperimentConfig, {
         "data": {"train": ["images/a"], "classes": 4, "val_speakers": ["synth-a02m"]},
@@ -87,7 +90,8 @@ def test_a_moved_evaluation_without_the_training_trees_still_refuses_training_sp
     renamed.mkdir(parents=True)
     shutil.copy(next((corpus / "a01f").glob("*happy*.wav")), renamed / "take1.wav")
     with pytest.raises(ConfigError, match="take1.wav.* hold the same audio as training recordings"):
-        evaluate_checkpoint(checkpoint, "out3", corpora=[("folder", str(elsewhere / "other"))], workers=1, progress=False)
+        evaluate_checkpoint(checkpoint, "out3", corpora=[("folder", str(elsewhere / "other"))], workers=1,
+                            progress=False)
 
 
 def test_a_checkpoint_without_a_training_record_is_evaluated_with_a_loud_warning(trained, tmp_path, caplog):
@@ -168,7 +172,8 @@ def test_predict_scores_good_files_and_names_broken_ones(trained, tmp_path, caps
 
     code = main(["predict", str(checkpoint), str(folder), "--json", "--segments", "--plot", str(tmp_path / "plots")])
     assert code == 1  # some files failed
-    records = {json.loads(line)["path"].split("/")[-1]: json.loads(line) for line in capsys.readouterr().out.splitlines()}
+    lines = capsys.readouterr().out.splitlines()
+    records = {json.loads(line)["path"].split("/")[-1]: json.loads(line) for line in lines}
     assert set(records) == {"long.wav", "stereo44k.wav", "broken.wav", "empty.wav"}
     assert "cannot decode" in records["broken.wav"]["error"] and "no samples" in records["empty.wav"]["error"]
     good = records["long.wav"]
@@ -192,7 +197,8 @@ def test_evaluate_scores_each_file_exactly_as_predict_does(trained, tmp_path, ca
     files = {}
     for i, (name, length) in enumerate(seconds.items()):
         t = np.arange(int(length * 16000)) / 16000
-        y = (0.3 + 0.2 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * (150 + 60 * i) * t) + 0.02 * rng.normal(size=t.size)
+        y = (0.3 + 0.2 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * (150 + 60 * i) * t)
+        y += 0.02 * rng.normal(size=t.size)
         files[name] = write_audio(tmp_path / "corpus" / ("happy", "sad", "angry")[i] / "spk1" / f"{name}.wav",
                                   y.astype(np.float32))
     evaluate_checkpoint(checkpoint, tmp_path / "eval", corpora=[("folder", str(tmp_path / "corpus"))], workers=1,
@@ -226,5 +232,5 @@ def test_speaker_bootstrap_is_wider_than_file_bootstrap_when_speakers_differ():
     by_file = bootstrap_intervals(y_true, y_pred, labels=range(4), n_bootstrap=300)
     by_speaker = bootstrap_intervals(y_true, y_pred, labels=range(4), groups=speakers, n_bootstrap=300)
     for metric in ("accuracy", "uar", "macro_f1"):
-        width = lambda ci: ci[metric][1] - ci[metric][0]  # noqa: E731
+        width = lambda ci, metric=metric: ci[metric][1] - ci[metric][0]
         assert width(by_speaker) > 1.5 * width(by_file), metric

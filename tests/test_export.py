@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spectro import Predictor
-from spectro.checkpoint import load_trained_model
+from spectro.checkpoint_file import load_trained_model
 from spectro.cli import main
 from spectro.errors import ConfigError
 from spectro.evaluate import evaluate_checkpoint
@@ -67,7 +67,7 @@ def test_a_slim_checkpoint_is_smaller_and_predicts_and_evaluates_like_the_full_o
 
 
 def test_models_without_a_graph_are_refused_with_the_alternative(tmp_path):
-    from spectro.checkpoint import save_checkpoint
+    from spectro.checkpoint_file import save_checkpoint
     from spectro.models import create_model
 
     model = create_model("lstm", 4, in_channels=15)

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-
 from conftest import tone, write_audio
+
 from spectro.cli import main
 from spectro.config import FeatureConfig, ImageConfig, QualityConfig
 from spectro.corpora import Utterance, scan_corpus
-from spectro.errors import DataError, StorageError
-from spectro.images import build_image_dataset, image_relpath, read_image_manifest
+from spectro.errors import DataError
+from spectro.image_tree import read_image_manifest, recording_key, window_file
+from spectro.images import build_image_dataset
 
 SMALL = FeatureConfig(image=ImageConfig(size=32))
 
@@ -28,9 +29,9 @@ def _rejected(tree) -> list[dict]:
 
 
 def test_a_full_disk_stops_the_job_naming_the_path_and_a_rerun_completes(synth_corpus, tmp_path, monkeypatch, capsys):
-    import spectro.images as images
+    import spectro.rendering as rendering
 
-    real, written = images.save_array, []
+    real, written = rendering.save_window, []
 
     def disk_fills_after_five(windows, path):
         if len(written) == 5:
@@ -38,17 +39,18 @@ def test_a_full_disk_stops_the_job_naming_the_path_and_a_rerun_completes(synth_c
         written.append(path)
         real(windows, path)
 
-    monkeypatch.setattr(images, "save_array", disk_fills_after_five)
+    monkeypatch.setattr(rendering, "save_window", disk_fills_after_five)
     args = ["images", "--corpus", f"synth={synth_corpus}", "--out", str(tmp_path / "tree"), "--set", "image.size=32",
             "--workers", "1", "--quiet"]
     assert main(args) == 2
     error = capsys.readouterr().err
-    assert "No space left on device" in error and str(tmp_path / "tree") in error and "run the same command again" in error
+    assert "No space left on device" in error and str(tmp_path / "tree") in error
+    assert "run the same command again" in error
     assert _rejected(tmp_path / "tree") == []  # the machine's fault is held against no recording
     assert len(read_image_manifest(tmp_path / "tree")) == 5  # what was finished is kept
-    monkeypatch.setattr(images, "save_array", real)
+    monkeypatch.setattr(rendering, "save_window", real)
     assert main(args) == 0
-    assert "27 image(s) written, 5 already present, 0 rejected" in capsys.readouterr().out
+    assert "27 recording(s) rendered, 5 already present, 0 rejected" in capsys.readouterr().out
     assert len(read_image_manifest(tmp_path / "tree")) == 32
 
 
@@ -70,16 +72,17 @@ def test_dot_dot_in_manifest_fields_stays_inside_out(tmp_path, capsys):
     assert main(["images", "--manifest", str(manifest), "--out", str(out), "--set", "image.size=32", "--quiet"]) == 0
     made = [p for p in tmp_path.rglob("*.png")]
     assert len(made) == 1 and made[0].resolve().is_relative_to(out.resolve())
-    assert made[0].parent == out / "happy" and made[0].name == "evil__etc_x__x.png"
+    assert made[0].parent == out / "happy" and made[0].name == "evil__etc_x__x__w000.png"
 
 
 def test_two_image_jobs_on_one_tree_the_second_is_refused_and_the_tree_completes(synth_corpus, tmp_path):
     tree = tmp_path / "tree"
-    slow_job = ("import sys, time; import spectro.images as im; from spectro.cli import main; real = im._render; "
-                "im._render = lambda task: (time.sleep(0.05), real(task))[1]; sys.exit(main(sys.argv[1:]))")
+    slow_job = ("import sys, time; import spectro.rendering as im; from spectro.cli import main; real = im.render; "
+                "im.render = lambda task: (time.sleep(0.05), real(task))[1]; sys.exit(main(sys.argv[1:]))")
     args = ["images", "--corpus", f"synth={synth_corpus}", "--out", str(tree), "--set", "image.size=32", "--workers",
             "1", "--quiet"]
-    first = subprocess.Popen([sys.executable, "-c", slow_job, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen([sys.executable, "-c", slow_job, *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not list(tree.rglob("*.png")) and time.monotonic() < deadline:  # the first job is rendering
         time.sleep(0.01)
@@ -88,7 +91,7 @@ def test_two_image_jobs_on_one_tree_the_second_is_refused_and_the_tree_completes
         build_image_dataset(utterances, tree, SMALL, workers=1, progress=False)
     assert first.wait(120) == 0
     rows = read_image_manifest(tree)
-    assert len(rows) == 32 and all(path.is_file() for path, _ in rows)
+    assert len(rows) == 32 and all(path.with_name(path.name + "__w000.png").is_file() for path, _ in rows)
     assert not list(tree.rglob("*.tmp"))
 
 
@@ -99,7 +102,7 @@ def test_verify_repairs_a_truncated_png_that_training_would_name(synth_corpus, t
     utterances = scan_corpus("synth", synth_corpus).utterances
     tree = tmp_path / "tree"
     build_image_dataset(utterances, tree, SMALL, workers=1, progress=False)
-    victim = tree / image_relpath(utterances[3])
+    victim = tree / window_file(recording_key(utterances[3]), 0, True)
     whole = victim.read_bytes()
     victim.write_bytes(whole[: len(whole) // 2])
     assert build_image_dataset(utterances, tree, SMALL, workers=1, progress=False).written == 0  # looks present
@@ -156,7 +159,8 @@ def test_other_formats_are_decoded_or_rejected_with_the_reason_and_odd_links_are
 def test_clips_near_silence_and_dc_are_flagged_and_can_be_rejected(tmp_path, caplog):
     sounds = {"clip": tone(seconds=0.05), "quiet": tone(seconds=1.0, amplitude=1e-4),
               "dc": np.full(16000, 0.5, np.float32) + tone(seconds=1.0, amplitude=0.01), "fine": tone(seconds=1.0)}
-    utterances = [Utterance(write_audio(tmp_path / f"{name}.wav", y), "c", "c-s", "happy", "en") for name, y in sounds.items()]
+    utterances = [Utterance(write_audio(tmp_path / f"{name}.wav", y), "c", "c-s", "happy", "en") for name,
+                  y in sounds.items()]
     warned = build_image_dataset(utterances, tmp_path / "warn", SMALL, workers=1, progress=False)
     assert warned.written == 4 and not warned.rejected
     for problem in ("only 0.05 s of sound", "near-silent: -83 dBFS", "mostly a DC offset"):
@@ -164,4 +168,5 @@ def test_clips_near_silence_and_dc_are_flagged_and_can_be_rejected(tmp_path, cap
     strict = FeatureConfig(image=ImageConfig(size=32), quality=QualityConfig(action="reject"))
     result = build_image_dataset(utterances, tmp_path / "reject", strict, workers=1, progress=False)
     assert result.written == 1
-    assert sorted(r["path"].rsplit("/", 1)[1] for r in _rejected(tmp_path / "reject")) == ["clip.wav", "dc.wav", "quiet.wav"]
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in _rejected(tmp_path / "reject")) == ["clip.wav", "dc.wav",
+                                                                                           "quiet.wav"]

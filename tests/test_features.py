@@ -1,8 +1,8 @@
 import librosa
 import numpy as np
 import pytest
-
 from conftest import tone
+
 from spectro.config import FeatureConfig, ImageConfig
 from spectro.errors import ConfigError
 from spectro.features import feature_image, log_mel_spectrogram, mfcc, mfcc_matrix, to_image
@@ -20,7 +20,8 @@ def test_log_mel_range_shape_and_peak_band():
 
 def test_log_mel_accepts_float64_signals():
     y = tone(440, seconds=0.5).astype(np.float64)
-    np.testing.assert_allclose(log_mel_spectrogram(y=y, sr=16000), log_mel_spectrogram(y=y.astype(np.float32), sr=16000))
+    np.testing.assert_allclose(log_mel_spectrogram(y=y, sr=16000), log_mel_spectrogram(y=y.astype(np.float32),
+                                                                                       sr=16000))
 
 
 def test_log_mel_gives_the_dense_filter_bank_product_in_float64_within_1e_4_db():
@@ -60,7 +61,8 @@ def test_spectrogram_pieces_match_librosa():
                                    rtol=1e-4, atol=1e-6 * expected.max())
     for sr, n_fft, n_mels, fmin, fmax in ((16000, 1024, 128, 20.0, None), (22050, 2048, 40, 0.0, 8000.0)):
         np.testing.assert_allclose(mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax),
-                                   librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax), atol=1e-7)
+                                   librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
+                                                       fmax=fmax), atol=1e-7)
     S = rng.gamma(0.5, size=(64, 90)) ** 4
     np.testing.assert_allclose(power_to_db(S, top_db=60), librosa.power_to_db(S, ref=np.max, top_db=60), atol=1e-4)
     reference = librosa.power_to_db(librosa.feature.melspectrogram(

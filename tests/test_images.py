@@ -10,7 +10,8 @@ from PIL import Image
 from spectro.config import FeatureConfig, ImageConfig
 from spectro.corpora import scan_corpus
 from spectro.errors import DataError
-from spectro.images import build_image_dataset, image_relpath, read_feature_settings, read_image_manifest
+from spectro.image_tree import read_feature_settings, read_image_manifest, recording_key, window_file
+from spectro.images import build_image_dataset
 
 SMALL = FeatureConfig(image=ImageConfig(size=64))
 
@@ -29,13 +30,13 @@ def test_writes_imagefolder_tree_with_manifest_and_settings(tmp_path, utterances
     result = build_image_dataset(utterances, out, SMALL, workers=2, progress=False)
     assert (result.written, result.skipped, result.rejected) == (12, 0, [])
     for utt in utterances:
-        png = out / image_relpath(utt)
+        png = out / window_file(recording_key(utt), 0, True)
         assert png.parent.name == utt.emotion and png.name.startswith(f"synth__{utt.speaker}__")
         with Image.open(png) as image:
             assert image.mode == "RGB" and image.size == (64, 64)
     rows = read_image_manifest(out)
     assert sorted(u.path for _, u in rows) == sorted(u.path for u in utterances)
-    assert all(path.is_file() for path, _ in rows)
+    assert all(path.with_name(path.name + "__w000.png").is_file() for path, _ in rows)
     assert read_feature_settings(out) == SMALL
 
 
@@ -52,7 +53,7 @@ def test_resume_redoes_missing_and_partial_images_only(tmp_path, utterances):
     out = tmp_path / "images"
     build_image_dataset(utterances, out, SMALL, workers=1, progress=False)
     reference = _snapshot(out)
-    lost = out / image_relpath(utterances[0])
+    lost = out / window_file(recording_key(utterances[0]), 0, True)
     lost.unlink()
     partial = lost.parent / f".{lost.name}.abc.tmp"  # what a killed write leaves behind
     partial.write_bytes(b"\x89PNG half")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
 from conftest import write_audio
+
 from spectro import Predictor
 from spectro.errors import DataError
 from spectro.synth import generate_corpus
@@ -76,7 +76,8 @@ def test_the_readme_api_example_runs_as_written(trained, tmp_path, monkeypatch, 
 
 # Peak memory of `python -m spectro ...` as getrusage reports it, measured from a small launcher: a child
 # forked straight from this test process would also count the test process's own memory.
-LAUNCHER = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+LAUNCHER = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execv(sys.executable, [sys.executable, "
+            "*sys.argv[1:]])\n"
             "_, status, usage = os.wait4(pid, 0)\nprint('PEAK_KB', usage.ru_maxrss, file=sys.stderr)\n"
             "sys.exit(os.waitstatus_to_exitcode(status))")
 

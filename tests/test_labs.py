@@ -9,8 +9,8 @@ import stat
 import numpy as np
 import pytest
 import yaml
-
 from conftest import tone, write_audio
+
 from spectro.cli import main
 from spectro.synth import generate_corpus
 
@@ -73,7 +73,8 @@ def test_config_show_round_trips(tmp_path, capsys):
     config = tmp_path / "exp.yaml"
     config.write_text(yaml.safe_dump({"extends": "base.yaml", "data": {"train": ["images/a"], "classes": [
         "neutral", "happy", "sad", "angry", "boredom"]}, "labels": {"map": {"joy": "happy"}}}))
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"train": {"epochs": 3}, "model": {"name": "tiny_efficientnet"}}))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"train": {"epochs": 3},
+                                                        "model": {"name": "tiny_efficientnet"}}))
     assert main(["config", "show", str(config), "--set", "optim.lr=0.01"]) == 0
     shown = capsys.readouterr().out
     assert "epochs: 3" in shown and "lr: 0.01" in shown and "label_smoothing: 0.1" in shown  # defaults included
@@ -112,7 +113,8 @@ def test_emodb_at_seven_classes_keeps_boredom(tmp_path, capsys):
 def test_a_valence_mapping_gives_three_classes_and_counts_what_it_drops(tmp_path, capsys):
     generate_corpus(tmp_path / "c", emotions=("neutral", "happy", "sad", "angry", "fear"), languages=("synth-a",),
                     speakers_per_language=1, utterances_per_emotion=2)
-    assert main(["manifest", "--corpus", f"synth={tmp_path / 'c'}", "--map", "happy=positive,angry=negative,sad=negative",
+    assert main(["manifest", "--corpus", f"synth={tmp_path / 'c'}", "--map",
+                 "happy=positive,angry=negative,sad=negative",
                  "--classes", "negative,neutral,positive", "--out", str(tmp_path / "m.csv")]) == 0
     assert "dropped 2 utterance(s) outside the classes: synth/fear 2" in capsys.readouterr().err
     with open(tmp_path / "m.csv", newline="") as handle:

@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 import soundfile
 from PIL import Image
+from test_inference import speech_like
 
 from spectro import Predictor, listen
 from spectro.cli import main
 from spectro.errors import DataError
-
-from test_inference import speech_like
 
 
 class FakeMicrophone:

@@ -8,7 +8,8 @@ from spectro.cli import main
 from spectro.config import ExperimentConfig, FeatureConfig, from_dict
 from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError
-from spectro.images import load_array, build_image_dataset, read_image_manifest
+from spectro.image_tree import load_recording, read_image_manifest
+from spectro.images import build_image_dataset
 from spectro.models import create_model
 from spectro.training import Trainer
 
@@ -23,8 +24,8 @@ def mfcc_tree(synth_corpus, tmp_path_factory):
 
 def test_mfcc_trees_hold_standardised_float16_matrices(mfcc_tree):
     rows = read_image_manifest(mfcc_tree)
-    assert len(rows) == 32 and all(path.suffix == ".npy" for path, _ in rows)
-    (matrix,) = load_array(rows[0][0])  # 3 s recordings: one window
+    assert len(rows) == 32 and all(path.with_name(path.name + "__w000.npy").is_file() for path, _ in rows)
+    (matrix,) = load_recording(rows[0][0])  # 3 s recordings: one window
     assert matrix.dtype == np.float16 and matrix.shape == (40, 301)
     np.testing.assert_allclose(matrix.astype(np.float32).mean(axis=1), 0, atol=1e-2)
     np.testing.assert_allclose(matrix.astype(np.float32).std(axis=1), 1, atol=1e-2)

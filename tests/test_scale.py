@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import fit, run_config
+from test_train import _signal_on_call
 
-from spectro.checkpoint import load_checkpoint
+from spectro.checkpoint_file import load_checkpoint
 from spectro.config import FeatureConfig, from_dict
 from spectro.corpora import scan_corpus
 from spectro.data import ImageSet
-from spectro.images import build_image_dataset, load_array, read_image_manifest
+from spectro.image_tree import load_recording, load_window, read_image_manifest, save_window
+from spectro.images import build_image_dataset
 from spectro.training import TrainingStopped
-
-from conftest import fit, run_config
-from test_train import _signal_on_call
 
 SMALL = {"image": {"size": 32}}
 
@@ -31,7 +31,8 @@ def trees(synth_corpus, tmp_path_factory):
     """Image and MFCC trees of one small corpus (3 s windows), and frame descriptors of whole utterances."""
     root = tmp_path_factory.mktemp("scale")
     utterances = scan_corpus("synth", synth_corpus).utterances
-    for name, settings in (("mel", SMALL), ("mfcc", {"feature": "mfcc"}), ("frames", {"feature": "frames", "audio": {"duration": None}})):
+    for name, settings in (("mel", SMALL), ("mfcc", {"feature": "mfcc"}), ("frames", {"feature": "frames",
+                                                                                      "audio": {"duration": None}})):
         build_image_dataset(utterances, root / name, from_dict(FeatureConfig, settings), workers=1, progress=False)
     return root
 
@@ -54,25 +55,26 @@ def test_the_packed_copy_holds_every_window_and_follows_changes_to_the_tree(tree
     tree = tmp_path / "mel"
     shutil.copytree(trees / "mel", tree)
     rows = read_image_manifest(tree)
-    images = ImageSet([p for p, _ in rows], [u for _, u in rows], ("neutral", "happy", "sad", "angry", "fear", "disgust"),
+    images = ImageSet([p for p, _ in rows], [u for _, u in rows], ("neutral", "happy", "sad", "angry", "fear",
+                                                                   "disgust"),
                       progress=False)
     stored, _, _ = images.stored(torch.arange(images.n_windows))
-    expected = np.concatenate([load_array(p) for p, _ in rows])
+    expected = np.concatenate([load_recording(p) for p, _ in rows])
     np.testing.assert_array_equal(stored["image"].numpy(), expected)
     # a re-rendered file (new pixels) is seen by the next reader, which rebuilds the copy
     first = rows[0][0]
-    changed = 255 - load_array(first)
-    from spectro.images import save_array
-
+    window = first.with_name(first.name + "__w000.png")
+    changed = 255 - load_window(window)
     time.sleep(0.01)
-    save_array(changed, first)
+    save_window(changed, window)
     again = ImageSet([first], [rows[0][1]], images.classes, progress=False)
-    np.testing.assert_array_equal(again.stored(torch.arange(again.n_windows))[0]["image"].numpy(), changed)
+    np.testing.assert_array_equal(again.stored(torch.arange(again.n_windows))[0]["image"].numpy()[0], changed)
 
 
 def test_sequence_batches_are_padded_to_their_own_longest_window(trees):
     rows = read_image_manifest(trees / "frames")
-    images = ImageSet([p for p, _ in rows], [u for _, u in rows], ("neutral", "happy", "sad", "angry", "fear", "disgust"),
+    images = ImageSet([p for p, _ in rows], [u for _, u in rows], ("neutral", "happy", "sad", "angry", "fear",
+                                                                   "disgust"),
                       progress=False)
     lengths = images.lengths["image"]
     short = torch.argsort(lengths)[:2]
@@ -97,11 +99,11 @@ def test_accumulating_two_half_batches_takes_the_steps_of_one_whole_batch(trees,
 
 
 def test_precision_bf16_trains_and_validates_under_autocast(trees, tmp_path, monkeypatch):
-    import spectro.inference as inference
+    import spectro.scoring as scoring
     import spectro.training.loop as loop
 
     seen = []
-    for module in (loop, inference):
+    for module in (loop, scoring):
         real = module.forward
 
         def recording(*args, _real=real, **kwargs):
@@ -121,7 +123,8 @@ def test_a_stop_mid_epoch_resumes_exactly_for_each_model_and_sampler(trees, tmp_
     if kind == "lstm":
         data = run_config([str(trees / "frames")], tmp_path / "a", model="lstm")
     elif kind == "fusion":
-        data = run_config([{"mel": str(trees / "mel"), "mfcc": str(trees / "mfcc")}], tmp_path / "a", model="tiny_fusion")
+        data = run_config([{"mel": str(trees / "mel"), "mfcc": str(trees / "mfcc")}], tmp_path / "a",
+                          model="tiny_fusion")
     else:
         data = run_config([str(trees / "mel")], tmp_path / "a", train={"class_balance": kind})
     reference = fit(data)
@@ -138,17 +141,35 @@ def _torchrun(config_path, *args, processes: int = 2) -> list[str]:
             "-m", "spectro", "train", str(config_path), "--quiet", *args]
 
 
+def test_no_flag_of_spectro_train_is_taken_by_torchruns_own_parser():
+    """torchrun reads abbreviations of its flags anywhere on its command line: `--run` stops it at once, as
+    ambiguous between --run-path and --run_path. Every flag of `spectro train` must be no prefix of its flags."""
+    from torch.distributed.run import get_args_parser
+
+    from spectro.cli import build_parser
+
+    theirs = {o for a in get_args_parser()._actions for o in a.option_strings} - {"-h", "--help"}
+    commands = next(a for a in build_parser()._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    train = commands.choices["train"]
+    ours = {o for a in train._actions for o in a.option_strings if o not in ("-h", "--help", "--run")}
+    assert "--run-name" in ours
+    assert not [(o, t) for o in ours for t in theirs if t.startswith(o)]
+    assert [t for t in theirs if t.startswith("--run")]  # why --run itself is no use there
+
+
 def test_two_processes_under_torchrun_train_as_one_and_resume(trees, tmp_path):
     """Two gloo processes, each taking half of every batch of 4, against one process: the same steps, so
     the same validation accuracy and UAR and a validation loss within 1e-4 (float sums in another order)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     paths = {}
-    for name in ("one", "two", "killed"):
+    for name in ("one", "killed"):
         paths[name] = tmp_path / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump(cut_free(trees, tmp_path, name=name, epochs=4)))
     subprocess.run([sys.executable, "-m", "spectro", "train", str(paths["one"]), "--quiet"], check=True, env=env,
                    stdout=subprocess.DEVNULL)
-    subprocess.run(_torchrun(paths["two"]), check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the run named on torchrun's own command line, as users write it (the config names another run)
+    subprocess.run(_torchrun(paths["killed"], "--run-name", "two"), check=True, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     one, two = (json.loads((tmp_path / "ck" / n / "summary.json").read_text()) for n in ("one", "two"))
     for key in ("accuracy", "uar", "macro_f1"):
         assert two["validation"][key] == one["validation"][key]

@@ -8,18 +8,17 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import fit
 
-from spectro.checkpoint import load_checkpoint, save_checkpoint
+from spectro.checkpoint_file import load_checkpoint, save_checkpoint
 from spectro.config import ExperimentConfig, FeatureConfig, ImageConfig, from_dict, load_experiment
 from spectro.corpora import scan_corpus
+from spectro.data import EpochSampler
 from spectro.errors import ConfigError, DataError
 from spectro.images import build_image_dataset
-from spectro.data import EpochSampler
 from spectro.training import TrainingStopped, start_run
 from spectro.training.optim import lr_factor, sample_weights
 from spectro.training.state import seed_for
-
-from conftest import fit
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +246,8 @@ def test_missing_training_trees_are_skipped_only_when_asked(image_tree, tmp_path
 
 @pytest.mark.parametrize("optim, train", [
     ({"optimizer": "sgd", "schedule": "plateau", "lr": 0.01}, {"class_balance": "sampler"}),
-    ({"optimizer": "adamw", "schedule": "cosine", "warmup_epochs": 0}, {"class_balance": "none", "label_smoothing": 0.0}),
+    ({"optimizer": "adamw", "schedule": "cosine", "warmup_epochs": 0}, {"class_balance": "none",
+                                                                        "label_smoothing": 0.0}),
 ])
 def test_optimiser_schedule_and_balancing_options_train(image_tree, tmp_path, optim, train):
     data = tiny_config(image_tree, tmp_path, epochs=2, freeze_epochs=0, **train)

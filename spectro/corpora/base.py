@@ -6,8 +6,8 @@ import dataclasses
 import inspect
 import os
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
@@ -83,24 +83,36 @@ def scan_corpus(name: str, root: str | Path, /, **options) -> CorpusScan:
 def iter_audio_files(root: Path, skipped: list[tuple[str, str]] | None = None) -> Iterator[Path]:
     """Every audio file below `root` (by suffix, any case), in a stable order.
 
-    Symlinked folders are followed, once: a folder reached again (a symlink loop) and a symlink to
-    nothing are not silently passed over but appended to `skipped` as (path, reason).
+    Symlinked folders are followed, as often as they are linked. A folder that leads back to one of its
+    own ancestors (a symlink loop), a link to a filesystem root (``/``, a mount point) and a symlink to
+    nothing are not followed, and not passed over silently: each is appended to `skipped` as (path, reason).
     """
     skipped = [] if skipped is None else skipped
-    visited: set[str] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in visited:
-            skipped.append((folder, f"symlink loop: the folder {real} was already read"))
-            subfolders.clear()
+    yield from _walk(Path(root), (os.path.realpath(root),), skipped)
+
+
+def _walk(folder: Path, ancestors: tuple[str, ...], skipped: list[tuple[str, str]]) -> Iterator[Path]:
+    """The audio files of `folder` and its subfolders; `ancestors` are the real paths of the folders above
+    it on this branch, itself included."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as error:
+        skipped.append((str(folder), f"cannot be read: {error.strerror or error}"))
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.name.startswith("."):
             continue
-        visited.add(real)
-        subfolders.sort()
-        for name in sorted(names):
-            path = Path(folder) / name
-            if name.startswith(".") or path.suffix.lower() not in AUDIO_SUFFIXES:
-                continue
-            if not path.exists():
-                skipped.append((str(path), "broken symlink: it points to nothing"))
-                continue
+        if entry.is_symlink() and not path.exists():
+            skipped.append((str(path), "broken symlink: it points to nothing"))
+        elif entry.is_dir():
+            real = os.path.realpath(path)
+            if entry.is_symlink() and (real in ancestors):
+                skipped.append((str(path), f"symlink loop: it leads back to {real}, a folder above it"))
+            elif entry.is_symlink() and os.path.ismount(real):
+                skipped.append((str(path), f"symlink to the filesystem root {real}: not followed; give that folder "
+                                           "as a corpus of its own if it is one"))
+            else:
+                yield from _walk(path, (*ancestors, real), skipped)
+        elif path.suffix.lower() in AUDIO_SUFFIXES:
             yield path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -47,7 +47,8 @@ def class_names(classes: int | Sequence[str]) -> tuple[str, ...]:
         return CLASS_SETUPS[int(classes)]
     except (KeyError, TypeError, ValueError):
         raise ConfigError(
-            f"classes={classes!r} is not a class setup; choose one of {sorted(CLASS_SETUPS)} or give a list of class names"
+            f"classes={classes!r} is not a class setup; choose one of {sorted(CLASS_SETUPS)} or give a list of class "
+            "names"
         ) from None
 
 
@@ -89,6 +90,26 @@ def select_labels(utterances: Iterable, classes: int | Sequence[str] | None = No
     selection = LabelSelection(classes, mapping)
     kept = [u for u in map(selection, utterances) if u is not None]
     return kept, selection.dropped
+
+
+def check_names(utterances: Sequence, classes: int | Sequence[str] | None = None,
+                mapping: Mapping[str, str] | None = None) -> list[str]:
+    """Refuse (ConfigError) a class of a named list, or a `mapping` source, that matches no label of
+    `utterances`, naming the labels that exist: a misspelt class would silently select nothing. A numbered
+    setup's classes are standard names that a corpus may lack; those are returned, for a warning."""
+    mapping = dict(mapping or {})
+    labels = sorted({u.emotion for u in utterances})
+    relabelled = {mapping.get(label, label) for label in labels}
+    unknown_sources = [source for source in mapping if source not in labels]
+    if unknown_sources:
+        raise ConfigError(f"--map source(s) {unknown_sources} match no label of the corpora; their labels are {labels}")
+    if classes is None:
+        return []
+    missing = [c for c in class_names(classes) if c not in relabelled]
+    if missing and isinstance(classes, (list, tuple)):
+        raise ConfigError(f"class(es) {missing} match no label of the corpora; their labels are "
+                          f"{sorted(relabelled)}" + (" (after --map)" if mapping else ""))
+    return missing
 
 
 def describe_drops(dropped: Counter) -> str:

@@ -10,38 +10,56 @@ statistics of a recording, speaker or corpus (``spectro.normalise``), and pictur
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .image import CHANNEL_MAPPINGS, to_image
 from .descriptors import frame_descriptors, utterance_statistics
 from .group_delay import modified_group_delay
+from .image import CHANNEL_MAPPINGS, to_image
 from .mel import log_mel_spectrogram, mfcc
 
 FEATURES = Registry("feature")
 
 
+KINDS = ("picture", "matrix", "vector")
+
+
 @dataclasses.dataclass(frozen=True)
 class Feature:
+    """A feature, and what it makes of a window: a `picture` (a 224x224x3 image for ImageNet CNNs), a
+    `matrix` (bands x frames, as long as the window) or a `vector` (one column, whatever the length)."""
+
     values: Callable  # (window samples, FeatureConfig) -> (bands, frames)
     finish: Callable  # (values, FeatureConfig) -> model matrix, without domain normalisation
-    image: bool  # rendered as a picture (else fed as a float matrix)
+    kind: str
+
+    @property
+    def picture(self) -> bool:
+        return self.kind == "picture"
 
 
-def register_feature(name: str, *, finish: Callable, image: bool = True) -> Callable:
+def register_feature(name: str, *, finish: Callable, kind: str = "picture") -> Callable:
     """Decorator: the function computes the feature's values; `finish` scales them for a model."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} must be one of {KINDS}")
+
     def decorator(values: Callable) -> Callable:
-        FEATURES.register(name)(Feature(values, finish, image))
+        FEATURES.register(name)(Feature(values, finish, kind))
         return values
 
     return decorator
 
 
 def is_image_feature(name: str) -> bool:
-    return FEATURES.get(name).image
+    """Whether feature `name` makes pictures (else float matrices or vectors)."""
+    return FEATURES.get(name).picture
+
+
+def feature_kind(name: str) -> str:
+    return FEATURES.get(name).kind
 
 
 def list_features() -> list[str]:
@@ -63,7 +81,7 @@ def feature_matrix(y: np.ndarray, config, statistics=None) -> np.ndarray:
     if statistics is None:
         raise ConfigError(f"normalise.mode={config.normalise.mode!r} needs the band statistics of the window's group")
     z = statistics.standardise(values)
-    return np.clip(0.5 + z / (2 * config.normalise.range_sd), 0.0, 1.0) if feature.image else z
+    return np.clip(0.5 + z / (2 * config.normalise.range_sd), 0.0, 1.0) if feature.picture else z
 
 
 def feature_image(y: np.ndarray, config, statistics=None) -> np.ndarray:
@@ -155,20 +173,20 @@ def mel_and_group_delay_feature(y: np.ndarray, config) -> np.ndarray:
     return np.vstack([mel_feature(y, config), group_delay_feature(y, config)])
 
 
-@register_feature("mfcc", finish=_standardise_rows, image=False)
+@register_feature("mfcc", finish=_standardise_rows, kind="matrix")
 def mfcc_feature(y: np.ndarray, config) -> np.ndarray:
     """MFCC matrix (n_mfcc x frames); finished by standardising each coefficient over the window (CMVN),
     which removes channel and level differences between recordings."""
     return mfcc_matrix(y, config)
 
 
-@register_feature("frames", finish=_standardise_rows, image=False)
+@register_feature("frames", finish=_standardise_rows, kind="matrix")
 def frame_feature(y: np.ndarray, config) -> np.ndarray:
     """Per-frame ZCR, RMS and ``descriptors.frame_mfcc`` MFCCs; each row standardised over the window."""
     return frame_descriptors(y=y, n_mfcc=config.descriptors.frame_mfcc, **_analysis(config))
 
 
-@register_feature("stats", finish=lambda values, config: values, image=False)
+@register_feature("stats", finish=lambda values, config: values, kind="vector")
 def statistics_feature(y: np.ndarray, config) -> np.ndarray:
     """The utterance statistics of the classical baselines as a one-column matrix (d x 1)."""
     return utterance_statistics(y=y, n_mfcc=config.spectrogram.n_mfcc, std=config.descriptors.std,
@@ -176,7 +194,8 @@ def statistics_feature(y: np.ndarray, config) -> np.ndarray:
 
 
 __all__ = [
-    "CHANNEL_MAPPINGS", "Feature", "feature_array", "feature_image", "feature_matrix", "feature_values",
+    "CHANNEL_MAPPINGS", "FEATURES", "Feature", "feature_array", "feature_kind", "feature_image", "feature_matrix",
+    "feature_values",
     "frame_descriptors", "is_image_feature", "list_features", "log_mel_spectrogram", "mel_feature", "mfcc",
     "mfcc_matrix", "modified_group_delay", "recording_statistics", "register_feature", "to_image",
     "utterance_statistics", "window_arrays",

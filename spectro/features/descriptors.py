@@ -11,7 +11,6 @@ import numpy as np
 from ..errors import ConfigError
 
 
-
 def _spectra(y: np.ndarray, *, sr: int, n_fft: int, hop_length: int, win_length: int | None, n_mels: int,
              fmin: float, fmax: float | None, top_db: float, n_mfcc: int):
     import librosa
@@ -83,7 +82,6 @@ def frame_descriptors(*, y: np.ndarray, sr: int, n_fft: int = 1024, hop_length: 
     frames : np.ndarray [shape=(2 + n_mfcc, 1 + len(y) // hop_length), dtype=float32]
         Rows: ZCR, RMS, MFCC 0..n_mfcc-1.
     """
-    import librosa
 
     _, _, mfcc, zcr, rms = _spectra(y, sr=sr, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
                                     n_mels=n_mels, fmin=fmin, fmax=fmax, top_db=top_db, n_mfcc=n_mfcc)

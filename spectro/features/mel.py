@@ -22,9 +22,8 @@ _MEL_LOG_STEP = np.log(6.4) / 27.0
 def hz_to_mel(frequencies: np.ndarray) -> np.ndarray:
     """Slaney mel scale (librosa's default, ``htk=False``)."""
     f = np.asarray(frequencies, dtype=np.float64)
-    return np.where(f >= _MEL_BREAK_HZ,
-                    _MEL_BREAK_HZ / _MEL_LINEAR_STEP + np.log(np.maximum(f, _MEL_BREAK_HZ) / _MEL_BREAK_HZ) / _MEL_LOG_STEP,
-                    f / _MEL_LINEAR_STEP)
+    logarithmic = np.log(np.maximum(f, _MEL_BREAK_HZ) / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+    return np.where(f >= _MEL_BREAK_HZ, _MEL_BREAK_HZ / _MEL_LINEAR_STEP + logarithmic, f / _MEL_LINEAR_STEP)
 
 
 def mel_to_hz(mels: np.ndarray) -> np.ndarray:
@@ -48,7 +47,8 @@ def mel_filterbank(*, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax:
     ramps = edges[:, None] - bin_hz[None, :]
     widths = np.diff(edges)
     rising, falling = -ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]
-    weights = (np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+    slaney = 2.0 / (edges[2:] - edges[:-2])  # each band's area normalised
+    weights = (np.maximum(0.0, np.minimum(rising, falling)) * slaney[:, None]).astype(np.float32)
     weights.setflags(write=False)  # shared by every caller through the cache
     return weights
 

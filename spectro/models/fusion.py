@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import MODELS, register_model
+from .registry import MODELS, register_model
 
 
 class MultiInputClassifier(nn.Module):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import register_model
+from .registry import register_model
 
 N_MFCC = 40
 

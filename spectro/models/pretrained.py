@@ -10,8 +10,8 @@ Otherwise a ConfigError names the file to place. Never a silent random initialis
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

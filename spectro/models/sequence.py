@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import ConfigError
-from . import register_model
+from .registry import register_model
 
 
 def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
@@ -51,9 +51,11 @@ class SequenceClassifier(nn.Module):
 class LstmClassifier(SequenceClassifier):
     """Stacked LSTM; the last layer's state at each utterance's final frame is the summary."""
 
-    def __init__(self, num_classes: int, *, in_channels: int, hidden: int = 64, layers: int = 2, drop_rate: float = 0.2):
+    def __init__(self, num_classes: int, *, in_channels: int, hidden: int = 64, layers: int = 2,
+                 drop_rate: float = 0.2):
         super().__init__(num_classes, in_channels=in_channels, num_features=hidden, drop_rate=drop_rate)
-        self.lstm = nn.LSTM(in_channels, hidden, num_layers=layers, batch_first=True, dropout=drop_rate if layers > 1 else 0)
+        self.lstm = nn.LSTM(in_channels, hidden, num_layers=layers, batch_first=True,
+                            dropout=drop_rate if layers > 1 else 0)
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         _, (h, _) = self.lstm(pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False))

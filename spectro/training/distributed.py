@@ -30,7 +30,7 @@ class Distributed:
         return self.world > 1
 
     @classmethod
-    def from_environment(cls, device: torch.device) -> "Distributed":
+    def from_environment(cls, device: torch.device) -> Distributed:
         """The process group torchrun describes in the environment, joined; one process otherwise."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
@@ -81,9 +81,3 @@ class Distributed:
 
             dist.destroy_process_group()
 
-
-def unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel or torch.compile wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model

@@ -11,8 +11,8 @@ from torch import nn
 
 from ..data import SINGLE_INPUT, ImageSet
 from ..errors import ConfigError, DataError
-from ..inference import predict_proba
 from ..metrics import classification_metrics
+from ..scoring import predict_proba
 from .optim import sample_weights
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..augment import mixup, spec_augment
 from ..data import SINGLE_INPUT, EpochSampler, as_model_input, window_loader
-from ..inference import forward, utterance_means, window_probabilities
 from ..metrics import classification_metrics
+from ..scoring import forward, utterance_means, window_probabilities
+from .batch_augment import mixup, spec_augment
 from .state import capture_rng, restore_rng, seed_epoch, seed_for
 
 

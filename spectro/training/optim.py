@@ -12,7 +12,7 @@ from torch import nn
 
 from ..config import ExperimentConfig, TrainConfig
 from ..data import ImageSet, class_weights
-from ..inference import autocast_dtype
+from ..scoring import autocast_dtype
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, cosine: bool) -> float:

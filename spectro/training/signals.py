@@ -21,7 +21,7 @@ class GracefulStop:
         self.signal: str | None = None
         self._previous: dict = {}
 
-    def __enter__(self) -> "GracefulStop":
+    def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self

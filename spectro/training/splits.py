@@ -13,7 +13,7 @@ from ..corpora import class_names
 from ..data import ImageSet, as_sources, read_sources, speaker_split, tree_digests
 from ..errors import ConfigError
 from ..fileio import describe_path
-from ..images import read_augmentation
+from ..image_tree import MANIFEST_FILE, SETTINGS_FILE, read_augmentation
 from ..leakage import TrainingRecord
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def _present_entries(config: ExperimentConfig) -> list[dict[str, str]]:
     data = config.data
     entries = [as_sources(e) for e in data.train]
     present = [e for e in entries
-               if data.missing_train == "error" or all((Path(t) / "manifest.csv").is_file() for t in e.values())]
+               if data.missing_train == "error" or all((Path(t) / MANIFEST_FILE).is_file() for t in e.values())]
     skipped = [e for e in entries if e not in present]
     if skipped:
         log.warning("data.missing_train=skip: no image tree at %s; training without them", skipped)
@@ -126,7 +126,9 @@ def _check_augmentation(entries: list[dict[str, str]], key: str, *, expected: bo
     """Trees of augmented copies belong in data.train_augmented and nowhere else."""
     for entry in entries:
         for tree in entry.values():
-            if (Path(tree) / "features.json").is_file() and (read_augmentation(tree) is not None) != expected:
-                raise ConfigError(f"{key}: {tree!r} " + ("holds no augmented copies; make it with `spectro images --augment`"
-                                                          if expected else "holds augmented copies, which may only train: "
+            if (Path(tree) / SETTINGS_FILE).is_file() and (read_augmentation(tree) is not None) != expected:
+                raise ConfigError(f"{key}: {tree!r} " + ("holds no augmented copies; make it with `spectro images "
+                                                         "--augment`"
+                                                          if expected else "holds augmented copies, which may only "
+                                                                           "train: "
                                                           "list it under data.train_augmented"))

@@ -15,7 +15,6 @@ import json
 import logging
 import platform
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,20 +23,20 @@ from torch import nn
 
 from .. import __version__
 from ..adversarial import DomainBranch
-from ..checkpoint import load_checkpoint, slim_state
+from ..checkpoint_file import load_checkpoint, slim_state
 from ..config import ExperimentConfig, to_dict
 from ..data import SINGLE_INPUT, ImageSet
 from ..errors import ConfigError
 from ..fileio import atomic_open
-from ..inference import autocast_dtype, check_lengths, predict_proba, resolve_device, scoring_autocast
 from ..locks import job_lock
-from ..metrics import confusion_figure, detailed_metrics
-from ..models import create_model, is_estimator
-from .checkpoints import CheckpointManager
+from ..metrics import METRIC_NAMES, METRICS, confusion_figure, describe_scores, score_recordings
+from ..models import create_model, input_names, is_estimator
+from ..scoring import autocast_dtype, check_lengths, predict_proba, resolve_device, scoring_autocast
 from .distributed import Distributed
 from .estimators import fit_estimator
 from .loop import rng_states, train_one_epoch, validate
 from .optim import Optimisation, build_optimisation, sample_weights
+from .run_folder import RunFolder
 from .signals import GracefulStop, TrainingStopped
 from .splits import Splits, build_splits
 from .state import RunState, seed_for
@@ -57,7 +56,7 @@ class Run:
     domain: DomainBranch | None  # domain-adversarial training's branch
     device: torch.device
     dist: Distributed
-    checkpoints: CheckpointManager
+    folder: RunFolder
     stop: GracefulStop
     in_channels: int | None  # features per frame of a matrix input
     weights: torch.Tensor | None  # the balanced samplers' draw weights; None draws each window once
@@ -115,10 +114,10 @@ class Run:
 
     def restore(self, state: dict) -> None:
         if state["config"] != to_dict(self.config):
-            raise ConfigError(f"{self.checkpoints.last} was written with another config; resume with the same "
+            raise ConfigError(f"{self.folder.last} was written with another config; resume with the same "
                               "settings, or start a new run with --set run.name=...")
         if state["batch"] and len(state["rng"]) != self.dist.world:
-            raise ConfigError(f"{self.checkpoints.last} was saved mid-epoch by {len(state['rng'])} processes; resume "
+            raise ConfigError(f"{self.folder.last} was saved mid-epoch by {len(state['rng'])} processes; resume "
                               f"it with as many (now {self.dist.world})")
         self.net.load_state_dict(state["model"])
         if self.optim is not None:
@@ -134,10 +133,10 @@ class Run:
         Under DistributedDataParallel the processes agree on it together, only every `every_step`."""
         if not every_step:
             return
-        flags = self.dist.gather((self.stop.signal is not None, self.checkpoints.recovery_due()))
+        flags = self.dist.gather((self.stop.signal is not None, self.folder.recovery_due()))
         stop, due = any(f[0] for f in flags), flags[0][1]
         if stop or due:
-            self.checkpoints.save_last(self.full_state(epoch, batch, self.dist.gather(tally.as_partial())))
+            self.folder.save_last(self.full_state(epoch, batch, self.dist.gather(tally.as_partial())))
         if stop:
             self._stopped(f"after epoch {epoch}, batch {batch}")
 
@@ -147,7 +146,7 @@ class Run:
             self._stopped(f"after epoch {epoch}")
 
     def _stopped(self, where: str) -> None:
-        raise TrainingStopped(f"{self.stop.signal or 'a stop request'}: saved {self.checkpoints.last} {where}; "
+        raise TrainingStopped(f"{self.stop.signal or 'a stop request'}: saved {self.folder.last} {where}; "
                               "continue with the same command and --resume")
 
 
@@ -157,7 +156,7 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, *, progress: bool = True):
         self.config = config
         self.progress = progress
-        self.run_dir = Path(config.run.checkpoint_dir) / config.run.name
+        self.folder = RunFolder(config.run)
         self.run: Run | None = None
 
     def fit(self, *, resume: bool = False) -> dict:
@@ -169,15 +168,18 @@ class Trainer:
         """
         dist = Distributed.from_environment(resolve_device(self.config.train.device))
         try:
-            lock = job_lock(self.run_dir, "spectro train") if dist.main else contextlib.nullcontext()
-            with lock, GracefulStop() as stop:
-                last = self.run_dir / "last.pt"
-                if last.exists() and not resume:
-                    raise ConfigError(f"run {self.config.run.name!r} already has {last}; pass --resume to continue "
-                                      "it, or name a new run with --set run.name=...")
-                if resume and (self.run_dir / "summary.json").is_file():
+            locks = contextlib.ExitStack()
+            if dist.main:  # the run folder and its TensorBoard folder, each held for the whole run
+                locks.enter_context(job_lock(self.folder.root, "spectro train"))
+                locks.enter_context(job_lock(self.folder.logs, "spectro train"))
+                self.folder.check_logs()
+            with locks, GracefulStop() as stop:
+                if self.folder.last.exists() and not resume:
+                    raise ConfigError(f"run {self.config.run.name!r} already has {self.folder.last}; pass --resume to "
+                                      "continue it, or name a new run with --run-name NAME")
+                if resume and self.folder.summary.is_file():
                     log.info("run %s is finished; nothing to redo", self.config.run.name)
-                    return json.loads((self.run_dir / "summary.json").read_text())
+                    return json.loads(self.folder.summary.read_text())
                 self.run = start_run(self.config, dist=dist, stop=stop, progress=self.progress, resume=resume)
                 return train_and_test(self.run)
         finally:
@@ -205,12 +207,11 @@ def start_run(config: ExperimentConfig, *, dist: Distributed | None = None, stop
                                   progress=progress)
         optim = build_optimisation(net, config, splits.train, device,
                                    extra_params=list(domain.head.parameters()) if domain is not None else [])
-    run_dir = Path(config.run.checkpoint_dir) / config.run.name
     run = Run(config, splits, net, _wrapped(net, config, dist, device), optim, domain, device, dist,
-              CheckpointManager(run_dir, main=dist.main, recovery_minutes=config.train.recovery_minutes),
+              RunFolder(config.run, main=dist.main, recovery_minutes=config.train.recovery_minutes),
               stop or GracefulStop(), in_channels, sample_weights(splits.train, config.train.class_balance),
               progress=progress)
-    saved = run.checkpoints.load_last() if resume else None
+    saved = run.folder.load_last() if resume else None
     if saved is not None:
         run.restore(saved)
     return run
@@ -222,7 +223,7 @@ def _build_model(config: ExperimentConfig, splits: Splits, device: torch.device)
     model = create_model(config.model.name, len(splits.classes), pretrained=config.model.pretrained,
                          weights=config.model.weights, drop_rate=config.model.drop_rate,
                          in_channels=in_channels).to(device)
-    wanted = list(getattr(model, "input_names", [SINGLE_INPUT]))
+    wanted = list(input_names(model))
     if sorted(wanted) != sorted(splits.features):
         raise ConfigError(f"model {config.model.name!r} reads inputs {wanted}, but the data entries give "
                           f"{sorted(splits.features)}; write each data.train entry as "
@@ -261,16 +262,16 @@ def train_and_test(run: Run) -> dict:
             train = train_one_epoch(run, epoch, state.batch, partial, run.saved_rng)
             run.saved_rng = None
             end_epoch(run, epoch, train)
-            run.checkpoints.save_last(run.full_state(epoch + 1))
+            run.folder.save_last(run.full_state(epoch + 1))
             run.stop_if_asked(epoch + 1)
         state.finished = True
-        run.checkpoints.save_last(run.full_state(len(state.history)))
+        run.folder.save_last(run.full_state(len(state.history)))
         summary = run.dist.gather(score_tests(run) if run.dist.main else None)[0]
     finally:
         if run.writer is not None:
             run.writer.close()
     if run.dist.main:
-        with atomic_open(run.checkpoints.last.parent / "summary.json") as handle:
+        with atomic_open(run.folder.summary) as handle:
             json.dump(summary, handle, indent=2)
     return summary
 
@@ -280,10 +281,11 @@ def _open_outputs(run: Run) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     config = run.config
-    with atomic_open(run.checkpoints.last.parent / "config.yaml") as handle:
+    with atomic_open(run.folder.config) as handle:
         yaml.safe_dump({**to_dict(config), "inputs": run.description()["inputs"], "classes": list(run.splits.classes)},
                        handle, sort_keys=False)
-    run.writer = SummaryWriter(str(Path(config.run.log_dir) / config.run.name),
+    run.folder.claim_logs()
+    run.writer = SummaryWriter(str(run.folder.logs),
                                purge_step=run.state.epoch + 1 if run.state.epoch else None)
 
 
@@ -305,20 +307,24 @@ def end_epoch(run: Run, epoch: int, train: dict) -> None:
     early = bool(cfg.early_stopping_patience and state.bad_epochs >= cfg.early_stopping_patience)
     state.finished = early or epoch + 1 == cfg.epochs
     if improved:  # inference needs no optimiser or random state: best.pt is slim
-        run.checkpoints.save_best(run.inference_state(epoch + 1))
+        run.folder.save_best(run.inference_state(epoch + 1))
     if run.dist.main:
         _log_epoch(run, epoch + 1, train, val, lrs)
         when = "fitted" if run.estimator else f"epoch {epoch + 1:3d}/{cfg.epochs}"
-        print(f"{when}  train loss {train['loss']:.3f} acc {train['accuracy']:.3f} uar {train['uar']:.3f} | val loss "
-              f"{val['loss']:.3f} acc {val['accuracy']:.3f} uar {val['uar']:.3f} f1 {val['macro_f1']:.3f}"
+        print(f"{when}  train {_brief(train)} | val {_brief(val)}"
               f"{f'  lr {lrs[0]:.2e}' if optim is not None else ''}{'  *best' if improved else ''}"
               f"{'  early stop' if early else ''}", flush=True)
+
+
+def _brief(metrics: dict) -> str:
+    """The loss and the headline metrics of an epoch, briefly: 'loss 0.512 accuracy 0.700 UAR 0.690 ...'."""
+    return f"loss {metrics['loss']:.3f}  " + "  ".join(f"{METRIC_NAMES[k]} {metrics[k]:.3f}" for k in METRICS)
 
 
 def _log_epoch(run: Run, step: int, train: dict, val: dict, lrs: list) -> None:
     writer = run.writer
     for split, metrics in (("train", train), ("val", val)):
-        for key in ("loss", "accuracy", "uar", "macro_f1"):
+        for key in ("loss", *METRICS):
             writer.add_scalar(f"{key}/{split}", metrics[key], step)
     if run.optim is not None:
         writer.add_scalar("lr/head", lrs[0], step)
@@ -331,7 +337,7 @@ def _log_epoch(run: Run, step: int, train: dict, val: dict, lrs: list) -> None:
 def score_tests(run: Run) -> dict:
     """The test corpora's scores by best.pt, with speaker-level intervals, as `spectro evaluate` scores
     them (the same precision); the run's summary."""
-    best = load_checkpoint(run.checkpoints.best, map_location=run.device)
+    best = load_checkpoint(run.folder.best, map_location=run.device)
     run.net.load_state_dict(best["model"])
     splits, state = run.splits, run.state
     best_epoch = next(h for h in state.history if h["epoch"] == best["best"]["epoch"])
@@ -345,13 +351,11 @@ def score_tests(run: Run) -> dict:
                           progress=run.progress)
         probs = predict_proba(run.net, images, device=run.device, batch_size=2 * run.config.train.batch_size,
                               channels_last=run.channels_last, autocast=scoring_autocast(best, run.device))
-        metrics = detailed_metrics(images.labels.tolist(), probs.argmax(1).tolist(), class_names=splits.classes,
-                                   groups=[u.speaker for u in images.utterances])
+        metrics, _ = score_recordings(probs.numpy(), images.utterances, splits.classes)
         summary["test"][name] = metrics
         run.writer.add_figure(f"confusion/test_{name}", confusion_figure(metrics["confusion"], splits.classes,
                                                                          title=f"test {name}"), best["best"]["epoch"])
-        print(f"test {name}: n {len(images)}  acc {metrics['accuracy']:.3f}  uar {metrics['uar']:.3f}  "
-              f"f1 {metrics['macro_f1']:.3f}", flush=True)
+        print(f"test {name}: {describe_scores(metrics)}", flush=True)
     _log_hparams(run, summary)
     return summary
 
@@ -368,8 +372,8 @@ def _log_hparams(run: Run, summary: dict) -> None:
                 "class_balance": cfg.train.class_balance, "seed": cfg.train.seed}
     settings = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in settings.items()}
     val = summary["validation"]
-    finals = {"hparam/val_accuracy": val["accuracy"], "hparam/val_uar": val["uar"], "hparam/val_macro_f1": val["macro_f1"],
-              **{f"hparam/test_{n}_{k}": m[k] for n, m in summary["test"].items() for k in ("accuracy", "uar", "macro_f1")}}
+    finals = {**{f"hparam/val_{k}": val[k] for k in METRICS},
+              **{f"hparam/test_{n}_{k}": m[k] for n, m in summary["test"].items() for k in METRICS}}
     run.writer.add_hparams(settings, finals, run_name=".")
 
 

@@ -31,7 +31,8 @@ def _band_mask(batch: int, length: int, *, count: int, max_fraction: float, gene
 
 
 def spec_augment(images: torch.Tensor, *, time_masks: int, time_mask_width: float, freq_masks: int,
-                 freq_mask_width: float, generator: torch.Generator, lengths: torch.Tensor | None = None) -> torch.Tensor:
+                 freq_mask_width: float, generator: torch.Generator,
+                 lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Mask random time columns and frequency rows of (B, C, H, W) images with each image's mean.
 
     Parameters
