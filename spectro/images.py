@@ -379,6 +379,8 @@ class _Job:
         """Carry out `tasks` on every core, yielding outcomes as they arrive."""
         import multiprocessing
 
+        if not tasks:
+            return
         workers = max(1, min(self.workers or os.cpu_count() or 1, len(tasks)))
         storage = self._storage()
         with tqdm(total=len(tasks), unit="file", desc=desc, disable=not self.progress or not tasks) as bar:
