@@ -188,6 +188,25 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_interpolate(args) -> int:
+    from .interpolate import Pair, write_interpolated
+
+    pair = Pair.of(args.checkpoint, args.lp)
+    final = Pair.of(args.apply_to, args.apply_lp) if args.apply_to else None
+    alphas = [round(a * args.step, 6) for a in range(int(round(1 / args.step)) + 1)]
+    out, record = write_interpolated(pair, args.out, alpha=args.alpha, bn=args.bn[0], validation=args.validation,
+                                     alphas=alphas, bn_modes=args.bn, apply_to=final,
+                                     corpus_options=_corpus_options(args.corpus_option), workers=args.workers,
+                                     device=args.device, progress=not args.quiet)
+    chosen = record.get("chosen_by")
+    if chosen:
+        for c in chosen["candidates"]:
+            print(f"alpha {c['alpha']:.2f}  bn {c['bn']:<11}  validation UAR {c['uar']:.3f}")
+    print(f"alpha {record['alpha']:.2f}, BatchNorm {record['bn']}" + (f" (validation UAR {chosen['uar']:.3f})"
+                                                                     if chosen else "") + f" -> {out}")
+    return 0
+
+
 def cmd_config_show(args) -> int:
     import yaml
 
@@ -374,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_manifest, _add_images, _add_unpack, _add_train, _add_config, _add_evaluate, _add_ensemble,
-                _add_report, _add_predict, _add_listen, _add_export, _add_synth, _add_demo):
+                _add_interpolate, _add_report, _add_predict, _add_listen, _add_export, _add_synth, _add_demo):
         add(sub)
     return parser
 
@@ -548,6 +567,27 @@ def _add_ensemble(sub) -> None:
                         "unlabelled audio, for an ensemble to be evaluated with --adabn")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.json", help="the ensemble file to write")
     p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
+
+
+def _add_interpolate(sub) -> None:
+    p = _command(sub, "interpolate", "WiSE-FT: weights between a run's LP model and its fine-tuned one, alpha given or "
+                 "chosen on validation recordings", cmd_interpolate, progress=True, device=True)
+    p.add_argument("checkpoint", type=Path, metavar="FT.pt", help="a fine-tuned checkpoint of a train.lp_ft run")
+    p.add_argument("--lp", type=Path, help="its LP model (default: lp.pt beside it)")
+    p.add_argument("--alpha", type=float,
+                   help="0: the LP model, 1: the fine-tuned one (default: chosen on --validation)")
+    add_corpus_arguments(p, flag="--validation",
+                         help="a corpus holding the checkpoint's validation speakers, on which alpha is chosen")
+    p.add_argument("--step", type=float, default=0.1, help="the grid of alphas tried: 0, step, ..., 1")
+    p.add_argument("--bn", nargs="+", choices=["interpolate", "reestimate"], default=["interpolate"],
+                   help="BatchNorm statistics interpolated too, or re-estimated on the model's own training "
+                        "recordings; with --validation, each one given is tried")
+    p.add_argument("--apply-to", type=Path, metavar="FINAL_FT.pt",
+                   help="write the interpolation of this checkpoint instead, with the alpha chosen for the first "
+                        "(a stand-in: the same recipe trained with a training corpus held out)")
+    p.add_argument("--apply-lp", type=Path, help="the LP model of --apply-to (default: lp.pt beside it)")
+    p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.pt", help="the checkpoint to write")
 
 
 def _add_listen(sub) -> None:

@@ -475,6 +475,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     freeze_epochs: int = 1  # train only the new classifier first, then unfreeze the backbone
+    # LP-FT: fit the classifier to convergence on frozen features first (a logistic regression), then
+    # fine-tune the whole network, the classifier too, at optim.lr * optim.backbone_lr_scale; no freeze epochs
+    lp_ft: bool = False
     label_smoothing: float = 0.1
     # loss: class-weighted loss; sampler: classes drawn equally often; corpus: every (corpus, class)
     # pair drawn equally often, so a large or easy corpus does not dominate; none: as the data come

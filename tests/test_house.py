@@ -23,7 +23,7 @@ LAYERS = [
     {"training*"},
     {"inference"},
     {"evaluate"},
-    {"ensemble", "predict", "export", "listen", "serve*"},
+    {"ensemble", "interpolate", "predict", "export", "listen", "serve*"},
     {"demo"},
     {"cli", "__main__"},
 ]

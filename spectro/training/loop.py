@@ -47,7 +47,7 @@ def train_one_epoch(run, epoch: int, start_batch: int = 0, partial: dict | None 
                     saved_rng: list | None = None) -> dict:
     """Train on every batch of `epoch` from `start_batch`; returns the epoch's training metrics."""
     cfg = run.config.train
-    frozen = epoch < cfg.freeze_epochs
+    frozen = epoch < cfg.freeze_epochs and not cfg.lp_ft
     for p in run.optim.backbone_params:
         p.requires_grad_(not frozen)
     seed_epoch(cfg.seed, epoch, run.augment_rng)

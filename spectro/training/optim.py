@@ -75,9 +75,10 @@ class Optimisation:
 def build_optimisation(model: nn.Module, config: ExperimentConfig, train: ImageSet, device: torch.device, *,
                        extra_params: list[nn.Parameter] = ()) -> Optimisation:
     """Two learning rates (the new classifier, and `extra_params`, learn at optim.lr; pretrained layers at
-    optim.lr * backbone_lr_scale), warm-up and decay per optimiser step, and the loss."""
+    optim.lr * backbone_lr_scale, and so does the classifier under LP-FT, which starts fitted), warm-up and
+    decay per optimiser step, and the loss."""
     optim, cfg = config.optim, config.train
-    head = {id(p) for p in model.new_parameters()}  # start untrained: full lr, never frozen
+    head = set() if cfg.lp_ft else {id(p) for p in model.new_parameters()}  # untrained: full lr, never frozen
     backbone = [p for p in model.parameters() if id(p) not in head]
     groups = [{"params": [p for p in model.parameters() if id(p) in head] + list(extra_params), "lr": optim.lr},
               {"params": backbone, "lr": optim.lr * optim.backbone_lr_scale}]

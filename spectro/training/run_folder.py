@@ -1,6 +1,7 @@
 """A run's folders and the files in them: one home for their names.
 
-``checkpoints/<run>/`` holds last.pt (everything to resume), best.pt (what predicting needs),
+``checkpoints/<run>/`` holds last.pt (everything to resume), best.pt (what predicting needs), lp.pt
+(with train.lp_ft: the model after its LP stage),
 config.yaml (the resolved settings), summary.json (the final scores) and the run's lock;
 ``runs/<run>/`` holds its TensorBoard logs. Only the main process of a distributed run writes.
 """
@@ -22,6 +23,7 @@ class RunFolder:
         self.root = Path(run.checkpoint_dir) / run.name
         self.logs = Path(run.log_dir) / run.name
         self.last, self.best = self.root / "last.pt", self.root / "best.pt"
+        self.lp = self.root / "lp.pt"  # LP-FT: the model after its LP stage
         self.summary, self.config = self.root / "summary.json", self.root / "config.yaml"
         self.main, self.recovery_seconds = main, 60.0 * recovery_minutes
         self._saved_at = time.monotonic()
@@ -51,6 +53,10 @@ class RunFolder:
     def save_best(self, state: dict) -> None:
         if self.main:
             save_checkpoint(state, self.best)
+
+    def save_lp(self, state: dict) -> None:
+        if self.main:
+            save_checkpoint(state, self.lp)
 
     def recovery_due(self) -> bool:
         """A mid-epoch last.pt is due: the run has gone `recovery_minutes` without one."""

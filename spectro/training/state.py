@@ -25,13 +25,15 @@ class RunState:
     bad_epochs: int = 0
     history: list = dataclasses.field(default_factory=list)
     finished: bool = False
+    linear_probe: dict | None = None  # LP-FT: the fitted head's strength and validation UAR
 
     def state_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
         for field in dataclasses.fields(self):
-            setattr(self, field.name, state[field.name])
+            default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+            setattr(self, field.name, state.get(field.name, default))  # a key newer than the checkpoint
 
 
 def seed_epoch(seed: int, epoch: int, augment_rng: torch.Generator) -> None:

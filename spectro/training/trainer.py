@@ -34,6 +34,7 @@ from ..models import create_model, input_names, is_estimator
 from ..scoring import autocast_dtype, check_lengths, predict_proba, resolve_device, scoring_autocast
 from .distributed import Distributed
 from .estimators import fit_estimator
+from .linear_probe import fit_linear_probe
 from .loop import rng_states, train_one_epoch, validate
 from .optim import Optimisation, build_optimisation, sample_weights
 from .run_folder import RunFolder
@@ -60,6 +61,7 @@ class Run:
     stop: GracefulStop
     in_channels: int | None  # features per frame of a matrix input
     weights: torch.Tensor | None  # the balanced samplers' draw weights; None draws each window once
+    probed: dict | None = None  # LP-FT: the weights after the LP stage (pretrained backbone + fitted head)
     progress: bool = True
     state: RunState = dataclasses.field(default_factory=RunState)
     augment_rng: torch.Generator = dataclasses.field(default_factory=torch.Generator)
@@ -199,6 +201,10 @@ def start_run(config: ExperimentConfig, *, dist: Distributed | None = None, stop
     if dist.active and (is_estimator(net) or config.adversarial.weight):
         raise ConfigError("scikit-learn baselines and domain-adversarial training run in one process; start them "
                           "without torchrun")
+    saved = RunFolder(config.run).load_last() if resume else None
+    probe = None
+    if config.train.lp_ft and saved is None:
+        probe = fit_linear_probe(net, splits, config=config, device=device)
     if not is_estimator(net):
         if device.type == "cuda" and config.train.channels_last:
             net = net.to(memory_format=torch.channels_last)
@@ -211,9 +217,11 @@ def start_run(config: ExperimentConfig, *, dist: Distributed | None = None, stop
               RunFolder(config.run, main=dist.main, recovery_minutes=config.train.recovery_minutes),
               stop or GracefulStop(), in_channels, sample_weights(splits.train, config.train.class_balance),
               progress=progress)
-    saved = run.folder.load_last() if resume else None
     if saved is not None:
         run.restore(saved)
+    elif probe is not None:
+        run.state.linear_probe = probe
+        run.probed = {k: v.detach().clone() for k, v in net.state_dict().items()}
     return run
 
 
@@ -251,6 +259,9 @@ def train_and_test(run: Run) -> dict:
     cfg, state = run.config.train, run.state
     if run.dist.main:
         _open_outputs(run)
+        if run.probed is not None:  # the LP model, for WiSE-FT's interpolation (spectro interpolate)
+            run.folder.save_lp(slim_state({**run.state.state_dict(), **run.description(), "epoch": 0,
+                                           "model": run.probed}))
     try:
         if run.estimator and not state.finished:
             metrics, run.search = fit_estimator(run)

@@ -1,0 +1,116 @@
+"""Levers for the CNN's transfer across corpora: LP-FT, WiSE-FT, self-training, acoustic randomisation."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import fit, run_config
+
+from spectro.checkpoint_file import load_checkpoint
+from spectro.config import ExperimentConfig, FeatureConfig, from_dict
+from spectro.corpora import scan_corpus
+from spectro.images import build_image_dataset
+from spectro.training import start_run
+
+SMALL = from_dict(FeatureConfig, {"image": {"size": 32}})
+
+
+@pytest.fixture(scope="module")
+def trees(synth_corpus, tmp_path_factory):
+    """Pictures of synth-a (training, speakers a01f/a02m) and of synth-b (a corpus never trained on)."""
+    root = tmp_path_factory.mktemp("transfer")
+    utterances = scan_corpus("synth", synth_corpus).utterances
+    for language in ("a", "b"):
+        build_image_dataset([u for u in utterances if u.language == f"synth-{language}"], root / language, SMALL,
+                            workers=1, progress=False)
+    return root
+
+
+def test_lp_ft_starts_fine_tuning_from_the_fitted_linear_probe(trees, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from spectro.training.linear_probe import pooled_features
+
+    data = run_config([str(trees / "a")], tmp_path, name="lpft", train={"lp_ft": True, "class_balance": "none"})
+    config = from_dict(ExperimentConfig, data)
+    run = start_run(config, progress=False)
+    chosen = run.state.linear_probe["C"]
+    X = pooled_features(run.net, run.splits.train, device=run.device)
+    scaler = StandardScaler().fit(X)
+    probe = LogisticRegression(C=chosen, max_iter=3000).fit(scaler.transform(X), run.splits.train.window_labels)
+    inputs, _, _ = run.splits.train.batch(torch.arange(run.splits.train.n_windows))
+    run.net.eval()
+    with torch.no_grad():
+        logits = run.net(inputs["image"]).numpy()
+    np.testing.assert_allclose(logits, probe.decision_function(scaler.transform(X)), atol=1e-3)
+    head = {id(p) for p in run.net.net.get_classifier().parameters()}
+    group = next(g for g in run.optim.optimizer.param_groups if any(id(p) in head for p in g["params"]))
+    assert group["lr"] == pytest.approx(config.optim.lr * config.optim.backbone_lr_scale)  # the head starts fitted
+
+    summary = fit(data)
+    lp, best = (load_checkpoint(tmp_path / "ck" / "lpft" / f) for f in ("lp.pt", "best.pt"))
+    assert best["linear_probe"]["C"] == chosen and lp["epoch"] == 0
+    for key, value in lp["model"].items():  # lp.pt is the model before fine-tuning: the probe's head exactly
+        if "classifier" in key:
+            torch.testing.assert_close(value, run.net.state_dict()[key])
+    assert summary["epochs_run"] == 2
+
+
+def test_lp_ft_refuses_a_model_without_pooled_features(trees, tmp_path):
+    from spectro.errors import ConfigError
+    from spectro.models import create_model
+    from spectro.training.linear_probe import fit_linear_probe
+
+    config = from_dict(ExperimentConfig, run_config([str(trees / "a")], tmp_path, model="lstm", train={"lp_ft": True}))
+    with pytest.raises(ConfigError, match="lp_ft fits a linear head on pooled features"):
+        fit_linear_probe(create_model("lstm", 4, in_channels=15), None, config=config, device=torch.device("cpu"))
+
+
+def test_checkpoints_without_the_lp_record_still_resume(trees, tmp_path):
+    from spectro.training.state import RunState
+
+    state = RunState()
+    saved = state.state_dict()
+    del saved["linear_probe"]  # a last.pt written before LP-FT existed
+    state.load_state_dict(saved)
+    assert state.linear_probe is None
+
+
+@pytest.fixture(scope="module")
+def lp_ft_run(trees, tmp_path_factory):
+    """A finished LP-FT run on synth-a, validated on held-out speaker synth-a02m."""
+    root = tmp_path_factory.mktemp("lpft")
+    fit(run_config([str(trees / "a")], root, name="lpft", train={"lp_ft": True, "epochs": 3}))
+    return root / "ck" / "lpft"
+
+
+def test_wise_ft_at_0_predicts_as_the_lp_model_and_at_1_as_the_fine_tuned_one(lp_ft_run, trees, tmp_path, synth_corpus):
+    from spectro import Predictor
+    from spectro.cli import main
+
+    clip = next(u.path for u in scan_corpus("synth", synth_corpus).utterances if u.language == "synth-b")
+    for alpha, same_as in ((0, "lp.pt"), (1, "best.pt")):
+        out = tmp_path / f"wise{alpha}.pt"
+        assert main(["interpolate", str(lp_ft_run / "best.pt"), "--alpha", str(alpha), "--out", str(out)]) == 0
+        mixed, reference = (Predictor.load(p, cache=False).predict(clip) for p in (out, lp_ft_run / same_as))
+        assert mixed.probabilities == reference.probabilities
+        assert load_checkpoint(out)["wise_ft"]["alpha"] == alpha
+    half = Predictor.load(tmp_path / "wise0.pt", cache=False)
+    assert main(["interpolate", str(lp_ft_run / "best.pt"), "--alpha", "0.5", "--out", str(tmp_path / "h.pt")]) == 0
+    between = Predictor.load(tmp_path / "h.pt", cache=False).predict(clip)
+    assert between.probabilities != half.predict(clip).probabilities
+
+
+def test_wise_ft_chooses_alpha_on_validation_speakers_and_applies_it(lp_ft_run, synth_corpus, tmp_path, capsys):
+    from spectro.cli import main
+
+    out = tmp_path / "chosen.pt"
+    assert main(["interpolate", str(lp_ft_run / "best.pt"), "--validation", f"synth={synth_corpus / 'synth-a'}",
+                 "--step", "0.5", "--bn", "interpolate", "reestimate", "--apply-to", str(lp_ft_run / "best.pt"),
+                 "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    record = load_checkpoint(out)["wise_ft"]
+    tried = {(c["alpha"], c["bn"]) for c in record["chosen_by"]["candidates"]}
+    assert tried == {(a, b) for a in (0.0, 0.5, 1.0) for b in ("interpolate", "reestimate")}
+    best = max(c["uar"] for c in record["chosen_by"]["candidates"])
+    assert record["chosen_by"]["uar"] == best and (record["alpha"], record["bn"]) in tried
+    assert "validation UAR" in capsys.readouterr().out
