@@ -207,6 +207,18 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
+def cmd_pseudo_label(args) -> int:
+    from .pseudo_label import pseudo_label
+
+    record = pseudo_label(args.models, args.out, threshold=args.threshold, balanced=not args.unbalanced,
+                          adabn=args.adabn, device=args.device, corpora=args.corpus,
+                          image_trees=_named_trees(args.images), corpus_options=_corpus_options(args.corpus_option),
+                          workers=args.workers, progress=not args.quiet)
+    counts = ", ".join(f"{c} {n}" for c, n in record["per_class"].items())
+    print(f"{record['kept']} of {record['scored']} recordings kept ({counts}) -> {args.out}")
+    return 0
+
+
 def cmd_config_show(args) -> int:
     import yaml
 
@@ -393,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_manifest, _add_images, _add_unpack, _add_train, _add_config, _add_evaluate, _add_ensemble,
-                _add_interpolate, _add_report, _add_predict, _add_listen, _add_export, _add_synth, _add_demo):
+                _add_interpolate, _add_pseudo_label, _add_report, _add_predict, _add_listen, _add_export,
+                _add_synth, _add_demo):
         add(sub)
     return parser
 
@@ -588,6 +601,24 @@ def _add_interpolate(sub) -> None:
     p.add_argument("--apply-lp", type=Path, help="the LP model of --apply-to (default: lp.pt beside it)")
     p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.pt", help="the checkpoint to write")
+
+
+def _add_pseudo_label(sub) -> None:
+    p = _command(sub, "pseudo-label", "confident predictions on an unlabelled corpus, class-balanced, as training "
+                 "labels for self-training (data.pseudo); transductive", cmd_pseudo_label, progress=True, device=True)
+    p.add_argument("models", nargs="+", type=Path, metavar="CHECKPOINT",
+                   help="a checkpoint, several (probabilities averaged) or an ensemble file")
+    add_corpus_arguments(p, help="an unlabelled corpus, rendered with each member's settings (its labels are not "
+                                 "read); repeatable")
+    p.add_argument("--images", action="append", default=[], metavar="NAME=DIR",
+                   help="an existing tree made with the (single) model's settings; repeatable")
+    p.add_argument("--threshold", type=float, default=0.8, help="the top probability a recording must reach")
+    p.add_argument("--unbalanced", action="store_true",
+                   help="keep every confident recording, not the same number per class")
+    p.add_argument("--adabn", action="store_true",
+                   help="re-estimate BatchNorm statistics on the unlabelled corpus first (for an ensemble chosen so)")
+    p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.csv", help="the labels to write (and FILE.json)")
 
 
 def _add_listen(sub) -> None:

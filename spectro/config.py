@@ -382,6 +382,10 @@ class DataConfig:
     # leave-one-corpus-out selection: validate on every recording of this training corpus (and train on
     # the others), so epochs and settings are chosen by how well they carry to a corpus never trained on
     val_corpus: str | None = None
+    # self-training (transductive): [{tree: TREE, labels: CSV}], recordings of an unlabelled corpus (a tree
+    # made with the training settings) with the pseudo-labels `spectro pseudo-label` wrote; their own labels
+    # are never read
+    pseudo: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
         from .corpora import class_names
@@ -394,6 +398,9 @@ class DataConfig:
         _require(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
         _require(not (self.val_corpus and self.val_speakers), "data.val_corpus", self.val_corpus,
                  "and data.val_speakers cannot both choose the validation data")
+        for entry in self.pseudo:
+            _require(sorted(entry) == ["labels", "tree"], "data.pseudo", entry,
+                     "entries must be {tree: TREE, labels: CSV from spectro pseudo-label}")
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ from .errors import ConfigError, DataError
 from .fileio import atomic_open, describe_path
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(Utterance))
+PSEUDO_COLUMNS = ("path", "label", "confidence", "kept")  # a pseudo-label file (spectro pseudo-label)
 
 
 def open_csv(path: str | Path):
@@ -87,3 +88,16 @@ def scan_report(scan: CorpusScan, *, examples: int = 5) -> str:
         lines.append(f"{scan.corpus}: {sum(scan.dropped.values())} utterance(s) with no canonical emotion dropped "
                      f"({labels})")
     return "\n".join(lines)
+
+
+def read_pseudo_labels(path: str | Path) -> dict[str, str]:
+    """Source path -> pseudo-label of the kept recordings of a CSV that `pseudo_label` wrote."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"pseudo-label file {path} does not exist; write it with spectro pseudo-label")
+    with open_csv(path) as handle:
+        reader = csv.DictReader(handle)
+        if list(reader.fieldnames or []) != list(PSEUDO_COLUMNS):
+            raise DataError(f"{path} is not a pseudo-label file (columns {reader.fieldnames}, expected "
+                            f"{list(PSEUDO_COLUMNS)})")
+        return {row["path"]: row["label"] for row in reader if row["kept"] == "1"}

@@ -114,3 +114,45 @@ def test_wise_ft_chooses_alpha_on_validation_speakers_and_applies_it(lp_ft_run, 
     best = max(c["uar"] for c in record["chosen_by"]["candidates"])
     assert record["chosen_by"]["uar"] == best and (record["alpha"], record["bn"]) in tried
     assert "validation UAR" in capsys.readouterr().out
+
+
+def _shuffled_labels(tree, copy):
+    """A copy of an image tree whose manifest gives every recording another recording's emotion."""
+    import csv
+    import shutil
+
+    shutil.copytree(tree, copy, ignore=shutil.ignore_patterns(".packed", ".lock"))
+    with open(copy / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    recordings = sorted({r["recording"] for r in rows})
+    emotion = {r["recording"]: r["emotion"] for r in rows}
+    moved = dict(zip(recordings, np.random.default_rng(0).permutation([emotion[k] for k in recordings])))
+    assert any(moved[k] != emotion[k] for k in recordings)
+    for r in rows:
+        r["emotion"] = moved[r["recording"]]
+    with open(copy / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_self_training_never_reads_the_target_labels_and_is_recorded(trees, tmp_path, trained):
+    from spectro.cli import main
+
+    _shuffled_labels(trees / "b", tmp_path / "b_shuffled")
+    students = {}
+    for name, tree in (("plain", trees / "b"), ("shuffled", tmp_path / "b_shuffled")):
+        labels = tmp_path / f"{name}.csv"
+        assert main(["pseudo-label", str(trained[1]), "--images", f"b={tree}", "--threshold", "0.25", "--out",
+                     str(labels), "--quiet"]) == 0
+        data = run_config([str(trees / "a")], tmp_path, name=name, data={"pseudo": [{"tree": str(tree),
+                                                                                     "labels": str(labels)}]})
+        fit(data)
+        students[name] = (labels.read_text(), load_checkpoint(tmp_path / "ck" / name / "best.pt"))
+    (plain_csv, plain), (shuffled_csv, shuffled) = students["plain"], students["shuffled"]
+    assert plain_csv == shuffled_csv  # the same recordings (source paths), pseudo-labels and confidences
+    for key, value in plain["model"].items():
+        torch.testing.assert_close(shuffled["model"][key], value, rtol=0, atol=0)
+    kept = sum(line.endswith(",1") for line in plain_csv.splitlines())
+    assert kept > 0 and plain["pseudo_labelled"] == {"synth": kept}
+    assert any("self-training on" in t for t in plain["transductive"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 from ..config import ExperimentConfig, FeatureConfig, to_dict
@@ -13,8 +14,10 @@ from ..corpora import class_names
 from ..data import ImageSet, as_sources, read_sources, speaker_split, tree_digests
 from ..errors import ConfigError
 from ..fileio import describe_path
-from ..image_tree import MANIFEST_FILE, SETTINGS_FILE, read_augmentation
+from ..image_tree import MANIFEST_FILE, SETTINGS_FILE, read_augmentation, read_feature_settings, read_image_manifest
 from ..leakage import TrainingRecord
+from ..manifest import read_pseudo_labels
+from ..models import SINGLE_INPUT
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ class Splits:
     record: TrainingRecord
     train_corpora: list[str]
     train_trees: list
+    pseudo: dict = dataclasses.field(default_factory=dict)  # self-training: corpus -> pseudo-labelled count
 
     @property
     def feature_label(self) -> str:
@@ -65,6 +69,7 @@ def build_splits(config: ExperimentConfig, *, progress: bool = True) -> Splits:
     for name, tree in data.test.items():
         record.check(f"test {name}", [u for _, u in tests[name]], tree_digests([as_sources(tree)]))
     copies = _augmented_copies(config, augmented, features, {u.path for u in train_utts})
+    copies += (pseudo := _pseudo_labelled(config, features, classes))
     train = ImageSet([rows[i][0] for i in train_idx] + [p for p, _ in copies], train_utts + [u for _, u in copies],
                      classes, desc="train images", progress=progress)
     val = ImageSet([rows[i][0] for i in val_idx], val_utts, classes, desc="validation images", progress=progress)
@@ -74,7 +79,8 @@ def build_splits(config: ExperimentConfig, *, progress: bool = True) -> Splits:
              len({u.speaker for u in train.utterances}), len(val), len({u.speaker for u in val.utterances}),
              ", ".join(sorted({u.speaker for u in val.utterances})))
     return Splits(classes, features, train, val, tests, record, sorted({u.corpus for u in train_utts}),
-                  [next(iter(e.values())) if len(e) == 1 else e for e in present])
+                  [next(iter(e.values())) if len(e) == 1 else e for e in present],
+                  dict(Counter(u.corpus for _, u in pseudo)))
 
 
 def _present_entries(config: ExperimentConfig) -> list[dict[str, str]]:
@@ -120,6 +126,29 @@ def _augmented_copies(config: ExperimentConfig, entries: list[dict[str, str]], f
     log.info("%d augmented copies of training recordings added; %d copies of recordings outside the training "
              "split (validation speakers, other corpora) left out", len(kept), len(rows) - len(kept))
     return kept
+
+
+def _pseudo_labelled(config: ExperimentConfig, features: dict[str, FeatureConfig], classes: tuple[str, ...]) -> list:
+    """The recordings of data.pseudo trees that their CSV keeps, labelled by it: the trees' own labels are
+    replaced unread. They train only; a test corpus among them is scored transductively."""
+    rows = []
+    for entry in config.data.pseudo:
+        if list(features) != [SINGLE_INPUT] or read_feature_settings(entry["tree"]) != features[SINGLE_INPUT]:
+            raise ConfigError(f"data.pseudo: {entry['tree']!r} must be one tree made with the training settings")
+        labels = read_pseudo_labels(entry["labels"])
+        unknown = sorted(set(labels.values()) - set(classes))
+        if unknown:
+            raise ConfigError(f"data.pseudo: {entry['labels']} labels recordings {unknown}, not classes "
+                              f"{list(classes)}")
+        found = [(path, dataclasses.replace(u, emotion=labels[u.path]))
+                 for path, u in read_image_manifest(entry["tree"]) if u.path in labels]
+        if len(found) < len(labels):
+            log.warning("data.pseudo: %d of the %d recordings of %s are not in %s", len(labels) - len(found),
+                        len(labels), entry["labels"], entry["tree"])
+        rows += [({SINGLE_INPUT: path}, u) for path, u in found]
+    if rows:
+        log.info("self-training: %d pseudo-labelled recording(s) of %s", len(rows), sorted({u.corpus for _, u in rows}))
+    return rows
 
 
 def _check_augmentation(entries: list[dict[str, str]], key: str, *, expected: bool) -> None:

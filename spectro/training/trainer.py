@@ -96,7 +96,10 @@ class Run:
         return {"classes": list(self.splits.classes), "model_name": self.config.model.name,
                 "in_channels": self.in_channels, "train_corpora": self.splits.train_corpora,
                 "training_record": self.splits.record.as_dict(),
-                "transductive": self.domain.transductive if self.domain is not None else [],
+                "transductive": (self.domain.transductive if self.domain is not None else []) + [
+                    f"self-training on {n} pseudo-labelled recording(s) of {corpus}'s unlabelled audio"
+                    for corpus, n in self.splits.pseudo.items()],
+                "pseudo_labelled": self.splits.pseudo,
                 "config": to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.splits.features.items()},
                 "versions": _versions()}
 
