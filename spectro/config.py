@@ -206,12 +206,22 @@ class WaveformAugmentConfig:
     gain_db: tuple[float, float] = (-6.0, 6.0)
     trim_p: float = 0.3
     trim_max: float = 0.1  # largest fraction cut from each end
+    # acoustic domain randomisation (off by default, so that trees made before keep their meaning)
+    speed_p: float = 0.0  # speed perturbation: tempo and pitch together, as played faster or slower ...
+    speeds: tuple[float, ...] = (0.9, 1.0, 1.1)  # ... by one of these factors
+    reverb_p: float = 0.0  # a simulated room: a generated impulse response ...
+    rt60: tuple[float, float] = (0.2, 0.8)  # ... whose reverberation time (s) is drawn from this range
+    channel_p: float = 0.0  # a band-limited channel: half the time a telephone (300-3400 Hz, 8-bit mu-law) ...
+    bandwidth_hz: tuple[float, float] = (2500.0, 7000.0)  # ... else a low-pass at a cutoff drawn from this range
 
     def validate(self) -> None:
         _require(self.copies > 0, "augment.copies", self.copies, "must be a positive integer")
-        for name in ("noise_p", "pitch_p", "stretch_p", "gain_p", "trim_p"):
+        for name in ("noise_p", "pitch_p", "stretch_p", "gain_p", "trim_p", "speed_p", "reverb_p", "channel_p"):
             _require(0 <= getattr(self, name) <= 1, f"augment.{name}", getattr(self, name), "must be in [0, 1]")
-        for name in ("snr_db", "semitones", "rate", "gain_db"):
+        _require(bool(self.speeds) and min(self.speeds) > 0, "augment.speeds", list(self.speeds),
+                 "must list positive factors")
+        _require(0 < self.rt60[0], "augment.rt60", list(self.rt60), "must be positive seconds")
+        for name in ("snr_db", "semitones", "rate", "gain_db", "rt60", "bandwidth_hz"):
             low, high = getattr(self, name)
             _require(low <= high, f"augment.{name}", [low, high], "must be [low, high] with low <= high")
         _require(self.rate[0] > 0, "augment.rate", list(self.rate), "must be positive")
@@ -463,14 +473,20 @@ class OptimConfig:
 
 @dataclasses.dataclass
 class AugmentConfig:
-    """SpecAugment-style masks on training images; never applied to validation or test data."""
+    """SpecAugment-style masks, and vocal-tract-length perturbation, on training pictures; never applied to
+    validation or test data."""
 
     time_masks: int = 2
     time_mask_width: float = 0.1  # fraction of the image width
     freq_masks: int = 2
     freq_mask_width: float = 0.1
+    vtlp_p: float = 0.0  # VTLP (Jaitly & Hinton 2013): each picture's frequency axis warped by a factor ...
+    vtlp_alpha: tuple[float, float] = (0.9, 1.1)  # ... drawn from this range
 
     def validate(self) -> None:
+        _require(0 <= self.vtlp_p <= 1, "augment.vtlp_p", self.vtlp_p, "must be in [0, 1]")
+        _require(0 < self.vtlp_alpha[0] <= self.vtlp_alpha[1], "augment.vtlp_alpha", list(self.vtlp_alpha),
+                 "must be [low, high] with 0 < low <= high")
         for name in ("time_mask_width", "freq_mask_width"):
             _require(0 <= getattr(self, name) <= 1, f"augment.{name}", getattr(self, name), "must be in [0, 1]")
         for name in ("time_masks", "freq_masks"):

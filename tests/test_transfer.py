@@ -156,3 +156,44 @@ def test_self_training_never_reads_the_target_labels_and_is_recorded(trees, tmp_
     kept = sum(line.endswith(",1") for line in plain_csv.splitlines())
     assert kept > 0 and plain["pseudo_labelled"] == {"synth": kept}
     assert any("self-training on" in t for t in plain["transductive"])
+
+
+def test_each_domain_randomisation_is_replayable_for_a_seed_and_recording():
+    from conftest import tone
+
+    from spectro.config import WaveformAugmentConfig
+    from spectro.waveform_augment import augment_waveform, band_limit, change_speed, copy_rng, reverberate
+
+    y = tone(220, seconds=1.0) + 0.05 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    config = WaveformAugmentConfig(noise_p=0, pitch_p=0, stretch_p=0, gain_p=0, trim_p=0, speed_p=1, reverb_p=1,
+                                   channel_p=1)
+    first, again = (augment_waveform(y, sr=16000, config=config, rng=copy_rng("c__s__clip", 1, 0)) for _ in range(2))
+    other = augment_waveform(y, sr=16000, config=config, rng=copy_rng("c__s__clip", 2, 0))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape != other.shape or not np.allclose(first, other)
+    assert change_speed(y, sr=16000, factor=1.1).size == pytest.approx(y.size / 1.1, abs=2)
+    rms = lambda a: float(np.sqrt(np.mean(a.astype(np.float64) ** 2)))  # noqa: E731
+    for changed in (reverberate(y, sr=16000, rt60=0.5, rng=np.random.default_rng(1)),
+                    band_limit(y, sr=16000, bandwidth_hz=(3000, 3000), rng=np.random.default_rng(2))):
+        assert changed.shape == y.shape and rms(changed) == pytest.approx(rms(y), rel=1e-3)
+        assert not np.allclose(changed, y, atol=1e-3)
+
+
+def test_vtlp_warps_training_pictures_only_and_replays_from_its_generator(trees, tmp_path, monkeypatch):
+    import spectro.training.loop as loop
+    from spectro.training.batch_augment import vtlp
+
+    x = torch.rand(4, 3, 32, 16)
+    warped = [vtlp(x, p=1.0, alpha=(0.8, 1.2), generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    torch.testing.assert_close(warped[0], warped[1], rtol=0, atol=0)
+    assert not torch.allclose(warped[0], x)
+    torch.testing.assert_close(vtlp(x, p=1.0, alpha=(1.0, 1.0), generator=torch.Generator()), x)
+    calls = []
+    real = loop.vtlp
+    monkeypatch.setattr(loop, "vtlp", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    run = start_run(from_dict(ExperimentConfig, run_config([str(trees / "a")], tmp_path,
+                                                           augment={"vtlp_p": 1.0})), progress=False)
+    loop.validate(run)
+    assert calls == []
+    loop.train_one_epoch(run, 0)
+    assert len(calls) == len(loop.EpochSampler(run.splits.train.n_windows, 4, seed=0).batches)

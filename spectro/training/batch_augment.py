@@ -78,3 +78,30 @@ def mixup(inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor], *, 
     blended = {name: weight * x + (1 - weight) * x[partners.to(x.device)] for name, x in inputs.items()}
     longer = {name: torch.maximum(n, n[partners]) for name, n in lengths.items()}
     return blended, longer, partners, weight
+
+
+def vtlp(images: torch.Tensor, *, p: float, alpha: tuple[float, float], generator: torch.Generator,
+         boundary: float = 0.8) -> torch.Tensor:
+    """Vocal-tract-length perturbation (Jaitly & Hinton 2013) of (B, C, H, W) pictures whose rows are
+    frequency, highest at the top: with probability `p`, each picture's frequency axis is warped by a factor
+    drawn from `alpha`, linearly up to `boundary` of the band and then so that the top stays the top.
+
+    The warp acts on the picture (all channels alike, deltas included), so one model-side transform serves
+    every feature; `generator` is the only randomness, so a run replays exactly on resume.
+    """
+    b, _, h, w = images.shape
+    fires = torch.rand(b, generator=generator) < p
+    factors = torch.where(fires, alpha[0] + (alpha[1] - alpha[0]) * torch.rand(b, generator=generator),
+                          torch.ones(b))
+    if not fires.any():
+        return images
+    f = torch.linspace(0, 1, h)[None, :]  # output frequency, 0 = the lowest band
+    a = factors[:, None]
+    knee = boundary * torch.minimum(a, torch.ones_like(a)) / a  # where the warp's second segment starts
+    source = torch.where(f <= knee, f * a, boundary * torch.minimum(a, torch.ones_like(a))
+                         + (f - knee) * (1 - boundary * torch.minimum(a, torch.ones_like(a))) / (1 - knee))
+    rows = (1 - source).flip(1) * 2 - 1  # grid_sample's y: -1 at the top row; rows run top (high) to bottom (low)
+    grid = torch.stack([torch.linspace(-1, 1, w)[None, None, :].expand(b, h, w),
+                        rows[:, :, None].expand(b, h, w)], dim=-1).to(images.device, images.dtype)
+    warped = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return torch.where(fires.to(images.device)[:, None, None, None], warped, images)

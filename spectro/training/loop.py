@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..data import SINGLE_INPUT, EpochSampler, as_model_input, window_loader
 from ..metrics import classification_metrics
 from ..scoring import forward, utterance_means, window_probabilities
-from .batch_augment import mixup, spec_augment
+from .batch_augment import mixup, spec_augment, vtlp
 from .state import capture_rng, restore_rng, seed_epoch, seed_for
 
 
@@ -83,6 +83,8 @@ def train_step(run, windows: torch.Tensor, stored: dict, lengths: dict, y: torch
     inputs = {}
     for name, x in stored.items():
         x = as_model_input(x.to(run.device, non_blocking=True))
+        if aug.vtlp_p and x.ndim == 4:
+            x = vtlp(x, p=aug.vtlp_p, alpha=aug.vtlp_alpha, generator=run.augment_rng)
         x = spec_augment(x, time_masks=aug.time_masks, time_mask_width=aug.time_mask_width, freq_masks=aug.freq_masks,
                          freq_mask_width=aug.freq_mask_width, generator=run.augment_rng,
                          lengths=lengths[name] if x.ndim == 3 else None)
