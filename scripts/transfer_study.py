@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""The CNN's transfer levers, each measured by leave-one-corpus-out validation, then the kept ones on EMO-DB.
+
+Builds on a finished `scripts/crosscorpus.sh CLASSES` work folder (its pictures, its members and their
+stand-ins). Every lever is tried on a stand-in of the recipe's CNN (trained on the training corpora but
+the last, validated on all of the last: LOCO-T), beside the recipe's own stand-in:
+  - LP-FT (train.lp_ft), and WiSE-FT on it (alpha and BatchNorm handling chosen on the held-out corpus);
+  - acoustic randomisation: augmented copies of the training recordings (speed, rooms, channels, beside
+    noise, pitch, tempo and gain) and VTLP on the pictures;
+  - self-training: the recipe's stand-in ensemble labels the held-out corpus's audio (its labels unread),
+    the confident recordings, class-balanced, train a new stand-in; threshold and rounds chosen there.
+A lever whose stand-in validates better than the recipe's is then trained on every training corpus
+(adversary and self-training on the test corpus's unlabelled audio, as the recipe does) and scored on the
+test corpus; nothing is chosen on it. Resumable: every step is skipped when its output exists.
+
+    python scripts/transfer_study.py --work crosscorpus/4 --train ravdess=PATH tess=PATH --test emodb=PATH \
+        --out transfer/4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECTRO = os.environ.get("SPECTRO", f"{sys.executable} -m spectro").split()
+THRESHOLDS = (0.5, 0.7)
+RANDOMISATION = ["--set", "augment.copies=1", "--set", "augment.speed_p=0.5", "--set", "augment.reverb_p=0.3",
+                 "--set", "augment.channel_p=0.3"]
+
+
+def spectro(*args) -> None:
+    print("$ spectro", " ".join(map(str, args)), flush=True)
+    subprocess.run([*SPECTRO, *map(str, args), "--quiet"], check=True)
+
+
+def trees(work: Path, feature: str, names) -> str:
+    return "[" + ",".join(str(work / "images" / feature / n) for n in names) + "]"
+
+
+def train_cnn(study: Path, work: Path, run: str, *, names, classes: str, target: str, held: str | None,
+              extra: list[str]) -> dict:
+    """A CNN of the recipe (configs/crosscorpus_cnn.yaml) with `extra` settings: a stand-in when `held`."""
+    summary = study / "checkpoints" / run / "summary.json"
+    if not summary.is_file():
+        sets = ["--set", f"data.train={trees(work, 'mel', names)}", "--set", f"data.classes={classes}",
+                "--set", f"adversarial.target=[{target}]", "--set", f"run.checkpoint_dir={study / 'checkpoints'}",
+                "--set", f"run.log_dir={study / 'runs'}", *extra]
+        if held:
+            sets += ["--set", f"data.val_corpus={held}", "--set", "data.val_speakers=[]"]
+        spectro("train", ROOT / "configs" / "crosscorpus_cnn.yaml", "--run-name", run, "--resume", *sets)
+    return json.loads(summary.read_text())
+
+
+def augmented_tree(study: Path, specs, classes: str) -> list[str]:
+    """Augmented copies of every training corpus's recordings, with the recipe's picture settings."""
+    out = []
+    for name, path in specs:
+        tree = study / "images" / "mel_aug" / name
+        if not (tree / "manifest.csv").is_file():
+            spectro("images", "--corpus", f"{name}={path}", "--config",
+                    ROOT / "configs" / "features_crosscorpus_mel.yaml", "--classes", classes, "--augment",
+                    *RANDOMISATION, "--out", tree)
+        out.append(str(tree))
+    return out
+
+
+def self_training(study: Path, work: Path, *, teacher: Path, corpus: tuple[str, str], target_tree: Path,
+                  threshold: float, run: str, **train) -> dict:
+    labels = study / "pseudo" / f"{run}.csv"
+    if not labels.is_file():
+        spectro("pseudo-label", teacher, "--corpus", f"{corpus[0]}={corpus[1]}", "--threshold", threshold,
+                "--out", labels)
+    pseudo = f"data.pseudo=[{{tree: {target_tree}, labels: {labels}}}]"
+    return train_cnn(study, work, run, extra=[*train.pop("extra", []), "--set", pseudo], **train)
+
+
+def teacher_file(study: Path, members: list[Path], weights_from: Path, out: Path) -> Path:
+    """An ensemble file of `members` with the weights `weights_from` chose (for the stand-ins' own use)."""
+    from spectro.ensemble_file import Member, read_ensemble, write_ensemble
+
+    if not out.is_file():
+        chosen = read_ensemble([weights_from])
+        write_ensemble(out, [Member(str(m), w.weight) for m, w in zip(members, chosen.members)],
+                       classes=json.loads(weights_from.read_text())["classes"], chosen_by={"from": str(weights_from)})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help="a finished scripts/crosscorpus.sh work folder")
+    parser.add_argument("--train", nargs="+", required=True, metavar="NAME=PATH")
+    parser.add_argument("--test", required=True, metavar="NAME=PATH")
+    parser.add_argument("--classes", default="4")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    specs = [tuple(s.split("=", 1)) for s in args.train]
+    names, held = [n for n, _ in specs], specs[-1]
+    work, study = args.work.resolve(), args.out.resolve()
+    rows = {}
+    stand = dict(names=names[:-1] + [held[0]], classes=args.classes, target=work / "images" / "mel" / held[0],
+                 held=held[0])
+    rows["+ LP-FT"] = train_cnn(study, work, "lpft_stand_in", extra=["--set", "train.lp_ft=true"], **stand)[
+        "validation"]["uar"]
+    wise = study / "wise_stand_in.pt"
+    if not wise.is_file():
+        spectro("interpolate", study / "checkpoints" / "lpft_stand_in" / "best.pt", "--validation",
+                f"{held[0]}={held[1]}", "--bn", "interpolate", "reestimate", "--out", wise)
+    import torch
+
+    rows["+ LP-FT + WiSE-FT"] = torch.load(wise, weights_only=True)["wise_ft"]["chosen_by"]["uar"]
+    copies = augmented_tree(study, specs[:-1], args.classes)
+    rows["+ randomisation (copies + VTLP)"] = train_cnn(
+        study, work, "random_stand_in", extra=["--set", f"data.train_augmented=[{','.join(copies)}]", "--set",
+                                               "augment.vtlp_p=0.5"], **stand)["validation"]["uar"]
+    while not (work / "ensemble.json").is_file():  # the recipe's own stand-ins and weights, still being made
+        time.sleep(60)
+    baseline = json.loads((work / "checkpoints" / "cnn_stand_in" / "summary.json").read_text())
+    rows["recipe CNN (DANN)"] = baseline["validation"]["uar"]
+    teacher = teacher_file(study, [work / "checkpoints" / "cnn_stand_in" / "best.pt",
+                                   work / "checkpoints" / "svm_stand_in" / "best.pt"], work / "ensemble.json",
+                           study / "teacher_stand_in.json")
+    for threshold in THRESHOLDS:
+        rows[f"+ self-training, threshold {threshold}"] = self_training(
+            study, work, teacher=teacher, corpus=held, target_tree=work / "images" / "mel" / held[0],
+            threshold=threshold, run=f"self{threshold}_stand_in", **stand)["validation"]["uar"]
+    print("\nLOCO-T (validation UAR on all of", held[0], "):")
+    for name, uar in rows.items():
+        print(f"  {name:<40} {uar:.3f}")
+    (study / "loco_t.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
