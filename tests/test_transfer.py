@@ -27,16 +27,15 @@ def trees(synth_corpus, tmp_path_factory):
 
 def test_lp_ft_starts_fine_tuning_from_the_fitted_linear_probe(trees, tmp_path):
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
-    from spectro.training.linear_probe import pooled_features
+    from spectro.training.linear_probe import GlobalScaler, pooled_features
 
     data = run_config([str(trees / "a")], tmp_path, name="lpft", train={"lp_ft": True, "class_balance": "none"})
     config = from_dict(ExperimentConfig, data)
     run = start_run(config, progress=False)
     chosen = run.state.linear_probe["C"]
     X = pooled_features(run.net, run.splits.train, device=run.device)
-    scaler = StandardScaler().fit(X)
+    scaler = GlobalScaler().fit(X)
     probe = LogisticRegression(C=chosen, max_iter=3000).fit(scaler.transform(X), run.splits.train.window_labels)
     inputs, _, _ = run.splits.train.batch(torch.arange(run.splits.train.n_windows))
     run.net.eval()

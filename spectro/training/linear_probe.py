@@ -23,7 +23,7 @@ from .optim import sample_weights
 
 log = logging.getLogger(__name__)
 
-STRENGTHS = (0.01, 0.1, 1.0)  # inverse regularisation C of the logistic regression, chosen on validation data
+STRENGTHS = (0.001, 0.01, 0.1, 1.0)  # inverse regularisation C of the logistic regression, chosen on validation
 
 
 @torch.no_grad()
@@ -42,7 +42,6 @@ def fit_linear_probe(net: nn.Module, splits, *, config, device: torch.device) ->
     """Fit the classifier of `net` on its frozen pretrained features (the training windows, weighted as
     ``train.class_balance`` draws them), choosing C by validation UAR; returns what was fitted."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     if not has_pooled_features(net):
         raise ConfigError(f"train.lp_ft fits a linear head on pooled features; {config.model.name!r} has none "
@@ -51,7 +50,7 @@ def fit_linear_probe(net: nn.Module, splits, *, config, device: torch.device) ->
     X, X_val = (pooled_features(net, s, device=device, batch_size=size) for s in (splits.train, splits.val))
     y = splits.train.window_labels.numpy()
     weights = _weights(splits.train, config.train.class_balance)
-    scaler = StandardScaler().fit(X, sample_weight=weights)
+    scaler = GlobalScaler().fit(X)
     fits = []
     for strength in STRENGTHS:
         probe = LogisticRegression(C=strength, max_iter=3000).fit(scaler.transform(X), y, sample_weight=weights)
@@ -65,6 +64,20 @@ def fit_linear_probe(net: nn.Module, splits, *, config, device: torch.device) ->
     log.info("linear probe: C=%g, validation UAR %.3f (of %s)", -strength, uar,
              ", ".join(f"C={-s:g}: {u:.3f}" for u, s, _ in fits))
     return {"C": -strength, "val_uar": uar, "tried": {str(-s): u for u, s, _ in fits}}
+
+
+class GlobalScaler:
+    """Features centred per dimension and divided by one overall standard deviation. Dividing each dimension by
+    its own would blow up the weights of nearly constant ones (channels a ReLU keeps at zero), whose small shifts
+    once the network trains in train mode would then swamp the head's logits."""
+
+    def fit(self, X: np.ndarray) -> GlobalScaler:
+        self.mean_ = X.mean(axis=0)
+        self.scale_ = np.full(X.shape[1], max(float((X - self.mean_).std()), 1e-6))
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean_) / self.scale_
 
 
 def _weights(train: ImageSet, balance: str) -> np.ndarray | None:

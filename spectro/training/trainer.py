@@ -224,6 +224,8 @@ def start_run(config: ExperimentConfig, *, dist: Distributed | None = None, stop
         run.restore(saved)
     elif probe is not None:
         run.state.linear_probe = probe
+        if dist.main:
+            print(f"linear probe: C={probe['C']:g}, validation UAR {probe['val_uar']:.3f}", flush=True)
         run.probed = {k: v.detach().clone() for k, v in net.state_dict().items()}
     return run
 
