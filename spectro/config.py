@@ -288,8 +288,9 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
         return {str(k): _coerce(args[1], v, f"{name}.{k}") for k, v in value.items()}
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    exact = isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool))
-    if hint is Any or exact:
+    if hint is Any:
+        return value
+    if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{name}={value!r} must be {_describe(hint)}")
 
