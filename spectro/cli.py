@@ -240,7 +240,7 @@ def cmd_predict(args) -> int:
     import json
 
     from .inference import load_predictor
-    from .predict import expand_inputs, plot_paths, plot_probabilities
+    from .predict import expand_inputs, plot_paths, plot_probabilities, prediction_record
 
     paths = expand_inputs(args.inputs)
     if not paths:
@@ -255,7 +255,7 @@ def cmd_predict(args) -> int:
     for prediction in predictor.predict_files(paths):
         failed += prediction.error is not None
         if args.json:
-            print(json.dumps(_prediction_record(prediction, windows=args.segments)), flush=True)
+            print(json.dumps(prediction_record(prediction, windows=args.segments)), flush=True)
         elif prediction.error:
             print(f"{prediction.path}: error: {prediction.error}", flush=True)
         else:
@@ -326,20 +326,6 @@ def _listen_rolling(predictor, source, recorder, args, window: float) -> None:
         pass
     if args.plot and readings:
         listen.plot_readings(readings, predictor.classes, args.plot)
-
-
-def _prediction_record(prediction, *, windows: bool) -> dict:
-    """A Prediction as JSON-ready data, probabilities rounded to 6 decimals."""
-    import dataclasses
-
-    rounded = lambda p: {c: round(v, 6) for c, v in p.items()}  # noqa: E731
-    record = {k: v for k, v in dataclasses.asdict(prediction).items() if v is not None and k != "windows"}
-    if "probabilities" in record:
-        record["probabilities"] = rounded(record["probabilities"])
-    if windows and prediction.windows is not None:
-        record["windows"] = [{"start": round(w.start, 3), "end": round(w.end, 3), "label": w.label,
-                              "probabilities": rounded(w.probabilities)} for w in prediction.windows]
-    return record
 
 
 def cmd_export(args) -> int:
