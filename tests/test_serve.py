@@ -1,8 +1,8 @@
 """`spectro serve` through FastAPI's TestClient: every endpoint, every bad input, limits, security, batching.
 
-The model is the tiny trained checkpoint with its classifier's weights scaled up, so that its probabilities
-move with the audio (the trained one is nearly uniform): an answer that is not the file's own, or a
-constant one, cannot match `Predictor` to 1e-5.
+The model is `sharp` (conftest): the tiny trained checkpoint with its classifier's weights scaled up, so that
+its probabilities move with the audio (the trained one's are nearly uniform): an answer that is not the
+file's own, or a constant one, cannot match `Predictor` to 1e-5.
 """
 
 from __future__ import annotations
@@ -36,18 +36,6 @@ def speech_like(seconds: float, *, seed: int = 0, sr: int = SR) -> np.ndarray:
     voiced = sum(np.sin(k * phase) / k for k in range(1, 6))
     envelope = 0.3 + 0.2 * np.sin(2 * np.pi * rng.uniform(1, 5) * t)
     return (0.3 * envelope * voiced + rng.uniform(0.005, 0.1) * rng.normal(size=t.size)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def sharp(trained, tmp_path_factory):
-    """The trained tiny checkpoint with its classifier weights x1000: probabilities that differ by recording."""
-    from spectro.checkpoint_file import load_checkpoint, save_checkpoint
-
-    state = load_checkpoint(trained[1])
-    state["model"] = {**state["model"], "net.classifier.weight": state["model"]["net.classifier.weight"] * 1000}
-    path = tmp_path_factory.mktemp("serve") / "sharp.pt"
-    save_checkpoint(state, path)
-    return path
 
 
 @pytest.fixture(scope="module")
