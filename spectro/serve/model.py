@@ -97,16 +97,18 @@ class ServedModel:
             self.pool = None
 
     async def warm_up(self) -> None:
-        """Score a generated second of sound through the whole path once (the first pass of a model is slow:
-        allocation, lazy initialisation), then report ready."""
+        """Score a generated recording of `max_windows` windows through the whole path once, then report ready.
+        The first pass of a model is slow (lazy initialisation), and the largest pass sets how much memory the
+        allocator keeps: after this one, memory stays level under any load."""
         import io
 
         import soundfile
 
-        rate = self.members[0].audio.sample_rate
-        t = np.arange(rate) / rate
+        audio = self.members[0].audio
+        seconds = audio.duration + audio.window_hop * (self.batcher.max_windows - 1) if audio.duration else 1.0
+        t = np.arange(int(seconds * audio.sample_rate)) / audio.sample_rate
         wav = io.BytesIO()
-        soundfile.write(wav, (0.5 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))) / 2, rate,
+        soundfile.write(wav, 0.25 * np.sin(2 * np.pi * 220 * t) * (1.5 + np.sin(2 * np.pi * 3 * t)), audio.sample_rate,
                         format="WAV")
         await self.predict(Upload(wav.getvalue(), "warm-up.wav"), picture=True)
         self.ready = True
