@@ -353,8 +353,8 @@ def cmd_serve(args) -> int:
                              workers=args.workers)
     _status(args, f"serving {args.model} at http://{args.host}:{args.port}/ (API docs at /docs"
                   f"{'; a token is required' if token else ''}); Ctrl-C stops")
-    uvicorn.run(create_app(predictor, settings), host=args.host, port=args.port, server_header=False,
-                log_level="warning" if args.quiet else "info", access_log=not args.quiet)
+    uvicorn.run(create_app(predictor, settings), host=args.host, port=args.port, root_path=args.root_path,
+                server_header=False, log_level="warning" if args.quiet else "info", access_log=not args.quiet)
     return 0
 
 
@@ -571,6 +571,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="let pages from this origin (https://app.example.org) call the API; repeatable (default: no "
                         "CORS)")
+    p.add_argument("--root-path", default="", metavar="PREFIX",
+                   help="the path a reverse proxy serves this under (/emotion), for the links of /docs")
     p.add_argument("--batch-size", type=int, default=32,
                    help="most windows in one forward pass; concurrent requests share passes")
     p.add_argument("--max-wait-ms", type=float, default=5.0,

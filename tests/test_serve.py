@@ -117,13 +117,15 @@ def test_concurrent_requests_share_one_forward_pass_and_each_gets_its_own_answer
     expected = [predictor.predict(p) for p in paths]
     assert len({round(e.probabilities[e.label], 5) for e in expected}) == len(paths)  # six different answers
     with serving(predictor, max_wait=1.0) as client:
-        passes = client.app.state.served.batcher.passes
-        passes.clear()
+        batcher = client.app.state.served.batcher
+        batcher.batches.clear()
+        batcher.passes.clear()
         files = [("file", (f"{i}.wav", open(p, "rb").read(), "audio/wav")) for i, p in enumerate(paths)]
         batch = client.post("/v1/predict/batch", files=files)
         assert batch.status_code == 200
         windows = sum(len(e.windows) for e in expected)
-        assert passes == {windows: 1}  # every window of the six files in one forward pass
+        assert batcher.batches == {windows: 1}  # every window of the six files in one micro-batch,
+        assert windows == 9 and batcher.passes == {8: 1, 1: 1}  # scored in passes of power-of-two sizes
         for answer, e in zip(batch.json()["results"], expected):
             assert_same(answer, e)
 
@@ -141,8 +143,7 @@ def test_concurrent_requests_share_one_forward_pass_and_each_gets_its_own_answer
             thread.join()
         for i, e in enumerate(expected):
             assert_same(answers[i], e)
-        state = client.app.state.served.batcher
-        assert (state.admitted, state._submitted, state._jobs.qsize()) == (0, 0, 0)  # nothing held after the answers
+        assert (batcher.admitted, batcher._submitted, batcher._jobs.qsize()) == (0, 0, 0)  # nothing held afterwards
 
 
 def test_the_picture_is_what_the_model_saw(client, predictor, tmp_path):
@@ -369,8 +370,9 @@ def test_spectro_serve_binds_loopback_by_default_and_warns_on_an_open_host_witho
     assert main(["serve", str(sharp), "--quiet"]) == 0
     assert runs[-1][1]["host"] == "127.0.0.1" and runs[-1][1]["port"] == 8000
     assert "warning" not in capsys.readouterr().err
-    assert main(["serve", str(sharp), "--host", "0.0.0.0", "--port", "8123", "--quiet"]) == 0
+    assert main(["serve", str(sharp), "--host", "0.0.0.0", "--port", "8123", "--root-path", "/emotion", "--quiet"]) == 0
     assert "without --token" in capsys.readouterr().err
+    assert (runs[-1][1]["host"], runs[-1][1]["port"], runs[-1][1]["root_path"]) == ("0.0.0.0", 8123, "/emotion")
     monkeypatch.setenv("SPECTRO_TOKEN", "from-the-environment")
     assert main(["serve", str(sharp), "--host", "0.0.0.0", "--max-mb", "1", "--quiet"]) == 0
     assert "warning" not in capsys.readouterr().err
@@ -381,3 +383,15 @@ def test_spectro_serve_binds_loopback_by_default_and_warns_on_an_open_host_witho
                                                                                 "from-the-environment"})
         assert big.status_code == 413
     assert main(["serve", str(sharp), "--max-mb", "0", "--quiet"]) == 2
+
+
+def test_a_micro_batch_is_scored_in_passes_of_power_of_two_sizes():
+    from spectro.serve.batcher import pass_sizes
+
+    for windows in range(1, 65):
+        passes = pass_sizes(windows)
+        sizes = [size for _, size in passes]
+        assert sum(sizes) == windows and sizes == sorted(set(sizes), reverse=True)
+        assert all(size & (size - 1) == 0 for size in sizes)  # powers of two: six shapes up to 32 windows
+        assert [start for start, _ in passes] == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert pass_sizes(13) == [(0, 8), (8, 4), (12, 1)]

@@ -97,20 +97,21 @@ class ServedModel:
             self.pool = None
 
     async def warm_up(self) -> None:
-        """Score a generated recording of `max_windows` windows through the whole path once, then report ready.
-        The first pass of a model is slow (lazy initialisation), and the largest pass sets how much memory the
-        allocator keeps: after this one, memory stays level under any load."""
+        """Score generated recordings of 1, 2, 4, ... windows (up to `max_windows`) through the whole path, then
+        report ready. The first pass of a model is slow (lazy initialisation), and each pass size sets buffers that
+        oneDNN and the allocator keep: once every size the batcher uses has run, memory stays level."""
         import io
 
         import soundfile
 
         audio = self.members[0].audio
-        seconds = audio.duration + audio.window_hop * (self.batcher.max_windows - 1) if audio.duration else 1.0
-        t = np.arange(int(seconds * audio.sample_rate)) / audio.sample_rate
-        wav = io.BytesIO()
-        soundfile.write(wav, 0.25 * np.sin(2 * np.pi * 220 * t) * (1.5 + np.sin(2 * np.pi * 3 * t)), audio.sample_rate,
-                        format="WAV")
-        await self.predict(Upload(wav.getvalue(), "warm-up.wav"), picture=True)
+        for windows in (1 << bit for bit in range(self.batcher.max_windows.bit_length())):  # every pass size
+            seconds = audio.duration + audio.window_hop * (windows - 1) if audio.duration else 1.0
+            t = np.arange(int(seconds * audio.sample_rate)) / audio.sample_rate
+            wav = io.BytesIO()
+            soundfile.write(wav, 0.25 * np.sin(2 * np.pi * 220 * t) * (1.5 + np.sin(2 * np.pi * 3 * t)),
+                            audio.sample_rate, format="WAV")
+            await self.predict(Upload(wav.getvalue(), "warm-up.wav"), picture=True)
         self.ready = True
 
     async def predict(self, upload: Upload, *, picture: bool = False) -> dict:
