@@ -9,7 +9,9 @@ It saves a checkpoint of untrained weights (the architecture, not the weights, s
 - `spectro serve` started as a subprocess on 127.0.0.1 (a free port), once /readyz answers: `--requests`
   POSTs of a clip to /v1/predict for each number of concurrent `--clients` (each a thread with a
   keep-alive connection), giving throughput, latency percentiles and errors (any status but 200);
-- the server's resident memory (VmRSS of /proc/PID/status) after warm-up and after each load.
+- the server's resident memory (VmRSS of /proc/PID/status) after warm-up and after each load;
+- CPU time per clip (the server process's, from /proc/PID/stat; the benchmark's own in process), which other
+  work on a shared machine changes far less than throughput.
 
 Every load stops after its requests or `--max-seconds`, whichever comes first, and the server is stopped
 at the end whatever happens. Traffic goes to 127.0.0.1 only.
@@ -57,6 +59,12 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far, all its threads: what a clip costs, whoever else runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -93,8 +101,9 @@ def server(checkpoint: Path, cache: Path, port: int, batch_size: int):
             process.wait()
 
 
-def load(url: str, bodies: list[bytes], *, clients: int, requests: int, max_seconds: float) -> dict:
-    """`requests` POSTs of the clips, `clients` at a time; their latencies, errors and throughput."""
+def load(url: str, bodies: list[bytes], *, pid: int, clients: int, requests: int, max_seconds: float) -> dict:
+    """`requests` POSTs of the clips, `clients` at a time; their latencies, errors, throughput, and the CPU time
+    that server process `pid` spent per answered clip."""
     import httpx
 
     lock, issued, latencies, errors = threading.Lock(), [0], [], []
@@ -120,14 +129,15 @@ def load(url: str, bodies: list[bytes], *, clients: int, requests: int, max_seco
                     (latencies if ok else errors).append(elapsed)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds(pid)
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu
     done = len(latencies) + len(errors)
     return {"requests": done, "errors": len(errors), "clips_s": len(latencies) / wall,
+            "cpu_ms": 1000 * cpu / max(1, len(latencies)),
             **{f"p{q}": 1000 * float(np.percentile(latencies, q)) if latencies else float("nan") for q in (50, 95, 99)}}
 
 
@@ -139,24 +149,26 @@ def in_process(checkpoint: Path, paths: list[Path], repeats: int) -> tuple[dict,
     predictor = Predictor.load(checkpoint, device="cpu", batch_size=8)
     list(predictor.predict_files(paths[:8]))  # warm-up
     many = [str(p) for p in paths] * repeats
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = list(predictor.predict_files(many))
-    batched_s = time.perf_counter() - start
-    singles = []
+    batched_s, batched_cpu = time.perf_counter() - start, time.process_time() - cpu
+    singles, cpu = [], time.process_time()
     for path in paths:
         t0 = time.perf_counter()
         predictor.predict(str(path))
         singles.append(time.perf_counter() - t0)
     batched = {"requests": len(many), "errors": sum(r.error is not None for r in results),
-               "clips_s": len(many) / batched_s, "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+               "clips_s": len(many) / batched_s, "cpu_ms": 1000 * batched_cpu / len(many),
+               "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
     one = {"requests": len(paths), "errors": 0, "clips_s": len(paths) / sum(singles),
+           "cpu_ms": 1000 * (time.process_time() - cpu) / len(paths),
            **{f"p{q}": 1000 * float(np.percentile(singles, q)) for q in (50, 95, 99)}}
     return batched, one
 
 
 def row(name: str, r: dict) -> str:
-    return (f"| {name} | {r['requests']} | {r['errors']} | {r['clips_s']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | "
-            f"{r['p99']:.0f} |").replace("| nan ", "| - ")
+    return (f"| {name} | {r['requests']} | {r['errors']} | {r['clips_s']:.1f} | {r['cpu_ms']:.1f} | {r['p50']:.0f} | "
+            f"{r['p95']:.0f} | {r['p99']:.0f} |").replace("| nan ", "| - ")
 
 
 def main() -> int:
@@ -191,10 +203,11 @@ def main() -> int:
         with server(checkpoint, tmp / "cache", port, args.batch_size) as process:
             url = f"http://127.0.0.1:{port}/v1/predict"
             most = max(args.clients)
-            load(url, bodies, clients=most, requests=4 * most, max_seconds=60)  # warm-up at the highest concurrency
+            load(url, bodies, pid=process.pid, clients=most, requests=4 * most, max_seconds=60)  # warm-up, all clients
             memory = [("after warm-up", rss_mb(process.pid))]
             for clients in args.clients:
-                result = load(url, bodies, clients=clients, requests=args.requests, max_seconds=args.max_seconds)
+                result = load(url, bodies, pid=process.pid, clients=clients, requests=args.requests,
+                              max_seconds=args.max_seconds)
                 rows.append((f"`spectro serve`, {clients} client{'s' if clients > 1 else ''}", result))
                 memory.append((f"after {clients} client{'s' if clients > 1 else ''}", rss_mb(process.pid)))
                 print(row(*rows[-1]), f"(server RSS {memory[-1][1]:.0f} MB)", flush=True)
@@ -206,7 +219,8 @@ def main() -> int:
 
 
 def report(rows: list[tuple[str, dict]], memory: list[tuple[str, float]], args, *, baseline: float) -> None:
-    print("\n| configuration | requests | errors | clips/s | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|---|---|")
+    print("\n| configuration | requests | errors | clips/s | CPU ms per clip | p50 ms | p95 ms | p99 ms |\n"
+          "|---|---|---|---|---|---|---|---|")
     for name, result in rows:
         print(row(name, result))
     print("\nserver RSS: " + ", ".join(f"{where} {mb:.0f} MB" for where, mb in memory)
