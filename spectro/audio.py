@@ -79,7 +79,44 @@ def to_mono(samples, *, orig_sr: int, sr: int, source: str = "the signal") -> np
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def _load_with_librosa(path, sf_error: Exception) -> tuple[np.ndarray, int]:
+def decode_audio(data: bytes, *, source: str = "the upload", suffix: str = "") -> tuple[np.ndarray, int]:
+    """A whole audio file's bytes (an upload, say) decoded at their own rate and channel count, as `load_audio`
+    decodes a file before `to_mono`.
+
+    soundfile reads the bytes in memory (WAV, FLAC, OGG/Opus, MP3, AIFF, AU); only what it cannot read is
+    written to a temporary file for librosa/audioread, which need a path, and that file is deleted as soon
+    as they are done, whatever happens.
+
+    Parameters
+    ----------
+    source : str
+        Names the audio in errors (never the temporary file's path).
+    suffix : str
+        The temporary file's suffix (".m4a"), which tells the fallback decoder the format.
+
+    Raises
+    ------
+    DataError
+        If no decoder can read the bytes (the reason of each), or there are none.
+    """
+    import io
+    import tempfile
+
+    import soundfile
+
+    if not data:
+        raise DataError(f"cannot decode {source}: it is empty (0 bytes)")
+    try:
+        samples, native_sr = soundfile.read(io.BytesIO(data), dtype="float32")
+    except soundfile.LibsndfileError as sf_error:
+        with tempfile.NamedTemporaryFile(prefix="spectro-upload-", suffix=suffix) as handle:
+            handle.write(data)
+            handle.flush()
+            return _load_with_librosa(handle.name, sf_error, source=source)
+    return samples, int(native_sr)
+
+
+def _load_with_librosa(path, sf_error: Exception, *, source: str | None = None) -> tuple[np.ndarray, int]:
     import warnings
 
     import librosa
@@ -89,9 +126,9 @@ def _load_with_librosa(path, sf_error: Exception) -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore")
             y, native_sr = librosa.load(path, sr=None, mono=True)
     except Exception as error:  # audioread raises many unrelated types
-        fallback = str(error) or type(error).__name__
+        fallback = str(error).replace(str(path), source or str(path)) or type(error).__name__
         reason = getattr(sf_error, "error_string", None) or str(sf_error)  # without the bytes path soundfile was given
-        raise DataError(f"cannot decode {path}: {reason}; fallback decoder: {fallback}") from None
+        raise DataError(f"cannot decode {source or path}: {reason}; fallback decoder: {fallback}") from None
     return y.astype(np.float32), int(native_sr)
 
 

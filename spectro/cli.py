@@ -19,7 +19,7 @@ Speech emotion recognition by transfer learning from ImageNet CNNs.
 
 Recordings become spectrogram pictures (images); an ImageNet network learns emotions from them
 (train); it is scored on corpora and languages it has never heard (evaluate, report), and it labels
-new audio (predict, listen, or `from spectro import Predictor`). Start with `spectro demo`, which
+new audio (predict, listen, serve, or `from spectro import Predictor`). Start with `spectro demo`, which
 runs the whole pipeline on a built-in synthetic corpus, and `spectro COMMAND --help`."""
 
 
@@ -271,7 +271,7 @@ def cmd_predict(args) -> int:
     import json
 
     from .inference import load_predictor
-    from .predict import expand_inputs, plot_paths, plot_probabilities
+    from .predict import expand_inputs, plot_paths, plot_probabilities, prediction_record
 
     paths = expand_inputs(args.inputs)
     if not paths:
@@ -286,7 +286,7 @@ def cmd_predict(args) -> int:
     for prediction in predictor.predict_files(paths):
         failed += prediction.error is not None
         if args.json:
-            print(json.dumps(_prediction_record(prediction, windows=args.segments)), flush=True)
+            print(json.dumps(prediction_record(prediction, windows=args.segments)), flush=True)
         elif prediction.error:
             print(f"{prediction.path}: error: {prediction.error}", flush=True)
         else:
@@ -359,18 +359,43 @@ def _listen_rolling(predictor, source, recorder, args, window: float) -> None:
         listen.plot_readings(readings, predictor.classes, args.plot)
 
 
-def _prediction_record(prediction, *, windows: bool) -> dict:
-    """A Prediction as JSON-ready data, probabilities rounded to 6 decimals."""
-    import dataclasses
+def cmd_serve(args) -> int:
+    try:
+        import uvicorn
 
-    rounded = lambda p: {c: round(v, 6) for c, v in p.items()}  # noqa: E731
-    record = {k: v for k, v in dataclasses.asdict(prediction).items() if v is not None and k != "windows"}
-    if "probabilities" in record:
-        record["probabilities"] = rounded(record["probabilities"])
-    if windows and prediction.windows is not None:
-        record["windows"] = [{"start": round(w.start, 3), "end": round(w.end, 3), "label": w.label,
-                              "probabilities": rounded(w.probabilities)} for w in prediction.windows]
-    return record
+        from .serve.app import ServeSettings, create_app
+    except ModuleNotFoundError as missing:
+        raise ConfigError(f"spectro serve needs {missing.name}: pip install 'spectro-ser[serve]' (or, in a checkout "
+                          "of spectro, pip install -e '.[serve]')") from None
+    from .inference import load_predictor
+    from .predict import expand_inputs
+
+    token = args.token or os.environ.get("SPECTRO_TOKEN") or None
+    for flag, value in (("--max-mb", args.max_mb), ("--batch-size", args.batch_size), ("--queue", args.queue)):
+        if value <= 0:
+            raise ConfigError(f"{flag} {value:g} must be positive")
+    if token is None and not _is_loopback(args.host):
+        print(f"warning: serving on {args.host} without --token: anyone who reaches this port can use the model; set "
+              "SPECTRO_TOKEN (or --token) and put a TLS proxy in front", file=sys.stderr)
+    predictor = load_predictor(args.model.split(","), device=args.device, batch_size=args.batch_size,
+                               cache=not args.no_cache, reference=expand_inputs(args.normalise_with))
+    settings = ServeSettings(token=token, max_bytes=int(args.max_mb * 2**20), cors=tuple(args.cors),
+                             max_windows=args.batch_size, max_wait=args.max_wait_ms / 1000, max_requests=args.queue,
+                             workers=args.workers)
+    _status(args, f"serving {args.model} at http://{args.host}:{args.port}/ (API docs at /docs"
+                  f"{'; a token is required' if token else ''}); Ctrl-C stops")
+    uvicorn.run(create_app(predictor, settings), host=args.host, port=args.port, root_path=args.root_path,
+                server_header=False, log_level="warning" if args.quiet else "info", access_log=not args.quiet)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: only localhost is known to stay on this machine
+        return host == "localhost"
 
 
 def cmd_export(args) -> int:
@@ -405,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_manifest, _add_images, _add_unpack, _add_train, _add_config, _add_evaluate, _add_ensemble,
-                _add_interpolate, _add_pseudo_label, _add_report, _add_predict, _add_listen, _add_export,
-                _add_synth, _add_demo):
+                _add_interpolate, _add_pseudo_label, _add_report, _add_predict, _add_serve, _add_listen,
+                _add_export, _add_synth, _add_demo):
         add(sub)
     return parser
 
@@ -561,6 +586,37 @@ def _add_predict(sub) -> None:
     p.add_argument("--normalise-with", nargs="+", default=[], metavar="AUDIO_OR_FOLDER",
                    help="for a model trained with speaker or corpus normalisation: recordings of the same speaker or "
                         "setting whose pooled statistics normalise every input (default: each recording's own)")
+
+
+def _add_serve(sub) -> None:
+    p = _command(sub, "serve", "an HTTP API and a web page for emotion recognition (needs the serve extra)", cmd_serve,
+                 progress=True, device=True)
+    p.add_argument("model", metavar="CHECKPOINT[,CHECKPOINT...]",
+                   help="a checkpoint (full or slim), several separated by commas (probabilities averaged), or an "
+                        "ensemble file")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 opens the port to the network (give a token then)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--token", help="require Authorization: Bearer TOKEN on every endpoint but /healthz (default: the "
+                                   "SPECTRO_TOKEN environment variable, which other users cannot read in ps)")
+    p.add_argument("--max-mb", type=float, default=20.0, help="largest request body in MB; more gets 413")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="let pages from this origin (https://app.example.org) call the API; repeatable (default: no "
+                        "CORS)")
+    p.add_argument("--root-path", default="", metavar="PREFIX",
+                   help="the path a reverse proxy serves this under (/emotion), for the links of /docs")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="most windows in one forward pass; concurrent requests share passes")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a pass waits at most for requests still preparing their windows")
+    p.add_argument("--queue", type=int, default=64,
+                   help="recordings in hand at once; one more gets 503 with Retry-After")
+    p.add_argument("--workers", type=int, help="threads that decode uploads and draw pictures (default: every core)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="build the model from the checkpoint instead of reading its cached traced copy")
+    p.add_argument("--normalise-with", nargs="+", default=[], metavar="AUDIO_OR_FOLDER",
+                   help="for a model trained with speaker or corpus normalisation: recordings whose pooled statistics "
+                        "normalise every request (default: each recording's own)")
 
 
 def _add_ensemble(sub) -> None:

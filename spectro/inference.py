@@ -136,12 +136,27 @@ class Predictor:
             log.warning("the model was trained with %s normalisation; without reference recordings each recording "
                         "is normalised with its own statistics", self.inputs[per_file[0]].normalise.mode)
 
-    def _statistics(self, windows: list[Window]) -> dict:
-        """Per input, the statistics that normalise these windows (None where the input has no normalisation)."""
+    def statistics(self, windows: list[Window]) -> dict:
+        """Per input, the statistics that normalise one recording's windows: the reference recordings' where
+        given, else the recording's own (None where the input has no normalisation)."""
         from .features import recording_statistics
 
         return {name: None if f.normalise.mode == "none" else self.reference.get(name)
                 or recording_statistics(windows, f) for name, f in self.inputs.items()}
+
+    def window_inputs(self, window: Window, statistics: dict) -> dict[str, np.ndarray]:
+        """What the model reads for one window, per input (`statistics`: the recording's, from `statistics`)."""
+        return {name: feature_array(window.samples, features, statistics[name])
+                for name, features in self.inputs.items()}
+
+    @torch.no_grad()
+    def score_inputs(self, inputs: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+        """One forward pass over windows of one shape (from `window_inputs`, of any recordings): their class
+        probabilities, (windows, classes) float32. A window scores the same alone or in any batch."""
+        tensors = [as_model_input(torch.from_numpy(np.stack([arrays[name] for arrays in inputs]))).to(self.device)
+                   for name in self.inputs]
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            return self.graph(*tensors).float().cpu().numpy()
 
     def predict(self, samples, sample_rate: int | None = None) -> Prediction:
         """Score one recording: samples, shape (n,) or (n, channels), at `sample_rate` (any), or the path of
@@ -177,11 +192,10 @@ class Predictor:
             except SpectroError as failure:
                 windows, error = [], str(failure)
             pending = _Pending(path, windows, np.empty((len(windows), len(self.classes)), np.float32), error=error,
-                               statistics=self._statistics(windows) if windows else None)
+                               statistics=self.statistics(windows) if windows else None)
             waiting.append(pending)
             for index, window in enumerate(pending.windows):
-                arrays = {name: feature_array(window.samples, features, pending.statistics[name])
-                          for name, features in self.inputs.items()}
+                arrays = self.window_inputs(window, pending.statistics)
                 if batch and any(a.shape != batch[0][2][n].shape for n, a in arrays.items()):
                     self._run(batch)  # never pad: a window scores the same alone or in any batch
                     batch = []
@@ -194,14 +208,10 @@ class Predictor:
         self._run(batch)
         yield from _finished(waiting, self.classes)
 
-    @torch.no_grad()
     def _run(self, batch: list[tuple[_Pending, int, dict[str, np.ndarray]]]) -> None:
         if not batch:
             return
-        inputs = [as_model_input(torch.from_numpy(np.stack([arrays[name] for _, _, arrays in batch]))).to(self.device)
-                  for name in self.inputs]
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            probabilities = self.graph(*inputs).float().cpu().numpy()
+        probabilities = self.score_inputs([arrays for _, _, arrays in batch])
         for (pending, index, _), p in zip(batch, probabilities):
             pending.probabilities[index] = p
             pending.scored += 1
@@ -213,12 +223,17 @@ def _finished(waiting: collections.deque, classes: tuple[str, ...]) -> Iterator[
         pending = waiting.popleft()
         if pending.error is not None:
             yield Prediction(pending.path, error=pending.error)
-            continue
-        as_dict = lambda p: {c: float(v) for c, v in zip(classes, p)}  # noqa: E731
-        mean = pending.probabilities.mean(axis=0)
-        yield Prediction(pending.path, label=classes[int(mean.argmax())], probabilities=as_dict(mean), windows=[
-            WindowPrediction(w.start, w.end, classes[int(p.argmax())], as_dict(p))
-            for w, p in zip(pending.windows, pending.probabilities)])
+        else:
+            yield recording_prediction(pending.path, pending.windows, pending.probabilities, classes)
+
+
+def recording_prediction(path: str | None, windows: Sequence[Window], probabilities: np.ndarray,
+                         classes: Sequence[str]) -> Prediction:
+    """A recording's Prediction from its windows' probabilities, (windows, classes): their mean decides."""
+    as_dict = lambda p: {c: float(v) for c, v in zip(classes, p)}  # noqa: E731
+    mean = probabilities.mean(axis=0)
+    return Prediction(path, label=classes[int(mean.argmax())], probabilities=as_dict(mean), windows=[
+        WindowPrediction(w.start, w.end, classes[int(p.argmax())], as_dict(p)) for w, p in zip(windows, probabilities)])
 
 
 class EnsemblePredictor:
@@ -238,14 +253,16 @@ class EnsemblePredictor:
         self.checkpoint = {"train_corpora": sorted(corpora)}
 
     def predict(self, samples, sample_rate: int | None = None) -> Prediction:
-        return self._combine([p.predict(samples, sample_rate) for p in self.predictors])
+        return self.combine([p.predict(samples, sample_rate) for p in self.predictors])
 
     def predict_files(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
         paths = list(paths)
         each = zip(*(p.predict_files(paths) for p in self.predictors))
-        return map(lambda results: self._combine(list(results)), each)
+        return map(lambda results: self.combine(list(results)), each)
 
-    def _combine(self, results: list[Prediction]) -> Prediction:
+    def combine(self, results: list[Prediction]) -> Prediction:
+        """The members' predictions of one recording (in member order) as the ensemble's: the first error, or
+        the weighted mean of their probabilities."""
         failed = next((r for r in results if r.error is not None), None)
         if failed is not None:
             return Prediction(failed.path, error=failed.error)

@@ -1,7 +1,9 @@
-"""`spectro predict`: the command-line shell over ``spectro.Predictor``, plus input listing and plots."""
+"""`spectro predict`: the command-line shell over ``spectro.Predictor``, plus input listing, plots and the JSON
+form of a prediction (what `spectro predict --json` prints and `spectro serve` answers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable
@@ -27,6 +29,26 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     return paths
+
+
+def prediction_record(prediction: Prediction, *, windows: bool) -> dict:
+    """A Prediction as JSON-ready data: what `spectro predict --json` prints and `spectro serve` answers, so
+    the two agree to the digit. Probabilities are rounded to 6 decimals, window times to milliseconds;
+    fields that are None (an error's label, a recording's path when it came as samples) are left out.
+
+    Parameters
+    ----------
+    windows : bool
+        Also each window's start, end, label and probabilities (an ensemble's predictions have none).
+    """
+    rounded = lambda p: {c: round(v, 6) for c, v in p.items()}  # noqa: E731
+    record = {k: v for k, v in dataclasses.asdict(prediction).items() if v is not None and k != "windows"}
+    if "probabilities" in record:
+        record["probabilities"] = rounded(record["probabilities"])
+    if windows and prediction.windows is not None:
+        record["windows"] = [{"start": round(w.start, 3), "end": round(w.end, 3), "label": w.label,
+                              "probabilities": rounded(w.probabilities)} for w in prediction.windows]
+    return record
 
 
 def plot_paths(paths: list[Path], folder: Path) -> dict[str, Path]:

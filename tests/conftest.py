@@ -78,3 +78,17 @@ def trained(tmp_path_factory):
         "run": {"name": "tiny", "checkpoint_dir": str(root / "checkpoints"), "log_dir": str(root / "runs")}})
     Trainer(config, progress=False).fit()
     return root, root / "checkpoints" / "tiny" / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def sharp(trained, tmp_path_factory):
+    """The `trained` checkpoint with its classifier's weights x1000. The trained model's probabilities are
+    nearly uniform (they move by 1e-4 between recordings); these move by tenths, so a test comparing answers
+    with `Predictor` catches an answer that is another recording's, or a constant."""
+    from spectro.checkpoint_file import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(trained[1])
+    state["model"] = {**state["model"], "net.classifier.weight": state["model"]["net.classifier.weight"] * 1000}
+    path = tmp_path_factory.mktemp("sharp") / "sharp.pt"
+    save_checkpoint(state, path)
+    return path
