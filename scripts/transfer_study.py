@@ -70,12 +70,19 @@ def augmented_tree(study: Path, specs, classes: str) -> list[str]:
     return out
 
 
-def self_training(study: Path, work: Path, *, teacher: Path, corpus: tuple[str, str], target_tree: Path,
-                  threshold: float, run: str, **train) -> dict:
+def recipe_ensemble(work: Path) -> tuple[Path, bool]:
+    """The ensemble file the recipe evaluated, and whether with AdaBN (as crosscorpus.sh chooses)."""
+    plain, adabn = (json.loads((work / f).read_text())["chosen_by"]["uar"] for f in ("ensemble.json",
+                                                                                   "ensemble_adabn.json"))
+    return (work / "ensemble_adabn.json", True) if adabn > plain else (work / "ensemble.json", False)
+
+
+def self_training(study: Path, work: Path, *, teacher: Path, adabn: bool, corpus: tuple[str, str],
+                  target_tree: Path, threshold: float, run: str, **train) -> dict:
     labels = study / "pseudo" / f"{run}.csv"
     if not labels.is_file():
         spectro("pseudo-label", teacher, "--corpus", f"{corpus[0]}={corpus[1]}", "--threshold", threshold,
-                "--out", labels)
+                "--out", labels, *(["--adabn"] if adabn else []))
     pseudo = f"data.pseudo=[{{tree: {target_tree}, labels: {labels}}}]"
     return train_cnn(study, work, run, extra=[*train.pop("extra", []), "--set", pseudo], **train)
 
@@ -89,6 +96,54 @@ def teacher_file(study: Path, members: list[Path], weights_from: Path, out: Path
         write_ensemble(out, [Member(str(m), w.weight) for m, w in zip(members, chosen.members)],
                        classes=json.loads(weights_from.read_text())["classes"], chosen_by={"from": str(weights_from)})
     return out
+
+
+def evaluate(study: Path, checkpoint: Path, name: str, test: tuple[str, str], *extra) -> dict:
+    out = study / "reports" / name
+    if not (out / "report.json").is_file():
+        spectro("evaluate", checkpoint, "--corpus", f"{test[0]}={test[1]}", "--out", out, *extra)
+    return json.loads((out / "report.json").read_text())["corpora"][test[0]]
+
+
+def finals(study: Path, work: Path, rows: dict, *, specs, test: tuple[str, str], classes: str, copies) -> None:
+    """Every lever whose stand-in validated better than the recipe's, trained on every training corpus (the
+    adversary on the test corpus's unlabelled audio), and scored on the test corpus, alone and with AdaBN."""
+    names, baseline = [n for n, _ in specs], rows["recipe CNN (DANN)"]
+    final = dict(names=names, classes=classes, target=work / "images" / "mel" / test[0], held=None)
+    results = {}
+    if rows["+ LP-FT"] > baseline or rows["+ LP-FT + WiSE-FT"] > baseline:
+        train_cnn(study, work, "lpft", extra=["--set", "train.lp_ft=true"], **final)
+        results["LP-FT"] = study / "checkpoints" / "lpft" / "best.pt"
+        wise = study / "wise.pt"
+        if not wise.is_file():
+            spectro("interpolate", study / "checkpoints" / "lpft_stand_in" / "best.pt", "--validation",
+                    f"{specs[-1][0]}={specs[-1][1]}", "--bn", "interpolate", "reestimate", "--apply-to",
+                    study / "checkpoints" / "lpft" / "best.pt", "--out", wise)
+        results["LP-FT + WiSE-FT"] = wise
+    if rows["+ randomisation (copies + VTLP)"] > baseline:
+        all_copies = augmented_tree(study, specs, classes)
+        train_cnn(study, work, "random", extra=["--set", f"data.train_augmented=[{','.join(all_copies)}]",
+                                                "--set", "augment.vtlp_p=0.5"], **final)
+        results["randomisation"] = study / "checkpoints" / "random" / "best.pt"
+    self_rows = {k: v for k, v in rows.items() if k.startswith("+ self-training")}
+    best_self = max(self_rows, key=self_rows.get)
+    if self_rows[best_self] > baseline:
+        threshold = float(best_self.rsplit(" ", 1)[1])
+        teacher, adabn = recipe_ensemble(work)
+        self_training(study, work, teacher=teacher, adabn=adabn, corpus=test,
+                      target_tree=work / "images" / "mel" / test[0], threshold=threshold, run="self", **final)
+        results[f"self-training ({threshold})"] = study / "checkpoints" / "self" / "best.pt"
+    table = {"recipe CNN (DANN)": work / "checkpoints" / "cnn" / "best.pt", **results}
+    scores = {}
+    for name, checkpoint in table.items():
+        slug = name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "and")
+        scores[name] = {"plain": evaluate(study, checkpoint, slug, test),
+                        "adabn": evaluate(study, checkpoint, slug + "_adabn", test, "--adabn")}
+    (study / "finals.json").write_text(json.dumps(scores, indent=2))
+    print(f"\n{test[0]} (accuracy / UAR / macro-F1), as trained and with AdaBN:")
+    for name, s in scores.items():
+        print(f"  {name:<28} " + "   ".join(f"{m['accuracy']:.3f} / {m['uar']:.3f} / {m['macro_f1']:.3f}"
+                                           for m in (s["plain"], s["adabn"])))
 
 
 def main() -> int:
@@ -118,21 +173,24 @@ def main() -> int:
     rows["+ randomisation (copies + VTLP)"] = train_cnn(
         study, work, "random_stand_in", extra=["--set", f"data.train_augmented=[{','.join(copies)}]", "--set",
                                                "augment.vtlp_p=0.5"], **stand)["validation"]["uar"]
-    while not (work / "ensemble.json").is_file():  # the recipe's own stand-ins and weights, still being made
+    while not (work / "ensemble_adabn.json").is_file():  # the recipe's stand-ins and weights, still being made
         time.sleep(60)
     baseline = json.loads((work / "checkpoints" / "cnn_stand_in" / "summary.json").read_text())
     rows["recipe CNN (DANN)"] = baseline["validation"]["uar"]
+    chosen, adabn = recipe_ensemble(work)
     teacher = teacher_file(study, [work / "checkpoints" / "cnn_stand_in" / "best.pt",
-                                   work / "checkpoints" / "svm_stand_in" / "best.pt"], work / "ensemble.json",
+                                   work / "checkpoints" / "svm_stand_in" / "best.pt"], chosen,
                            study / "teacher_stand_in.json")
     for threshold in THRESHOLDS:
         rows[f"+ self-training, threshold {threshold}"] = self_training(
-            study, work, teacher=teacher, corpus=held, target_tree=work / "images" / "mel" / held[0],
+            study, work, teacher=teacher, adabn=adabn, corpus=held, target_tree=work / "images" / "mel" / held[0],
             threshold=threshold, run=f"self{threshold}_stand_in", **stand)["validation"]["uar"]
     print("\nLOCO-T (validation UAR on all of", held[0], "):")
     for name, uar in rows.items():
         print(f"  {name:<40} {uar:.3f}")
     (study / "loco_t.json").write_text(json.dumps(rows, indent=2))
+    finals(study, work, rows, specs=specs, test=tuple(args.test.split("=", 1)), classes=args.classes,
+           copies=copies)
     return 0
 
 
