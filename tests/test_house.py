@@ -23,7 +23,7 @@ LAYERS = [
     {"training*"},
     {"inference"},
     {"evaluate"},
-    {"ensemble", "predict", "export", "listen", "serve*"},
+    {"ensemble", "explore", "predict", "export", "listen", "serve*"},
     {"demo"},
     {"cli", "__main__"},
 ]
