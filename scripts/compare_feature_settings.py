@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Evidence for default feature settings, judged without touching the test corpus.
 
-Each variant (a set of feature overrides) renders the corpora, every image is embedded by the
-frozen ImageNet EfficientNet-Lite0 (the packaged weights, where fine-tuning starts), and logistic
+Each variant (a set of feature overrides) renders the corpora, every recording is embedded by the
+frozen ImageNet EfficientNet-Lite0 (the packaged weights, where fine-tuning starts: the mean over its
+windows of the pooled features, ``spectro.scoring.recording_embeddings``, as `spectro explore`), and logistic
 regressions are scored two ways: on held-out speakers of the pooled training corpora, and across
 training corpora (fit on one, score on each other). The test corpus is reported beside them,
 never used to choose.
@@ -21,21 +22,6 @@ from itertools import permutations
 from pathlib import Path
 
 import numpy as np
-import torch
-
-
-@torch.no_grad()
-def embed(model, image_set, batch_size: int = 64) -> np.ndarray:
-    """Pooled penultimate features of every recording: the mean over its windows."""
-    from spectro.scoring import utterance_means
-
-    model.eval()
-    out = []
-    for start in range(0, image_set.n_windows, batch_size):
-        inputs, _, _ = image_set.batch(torch.arange(start, min(start + batch_size, image_set.n_windows)))
-        x = inputs["image"]
-        out.append(model.net.forward_head(model.net.forward_features((x - model.mean) / model.std), pre_logits=True))
-    return utterance_means(torch.cat(out), image_set.owner, len(image_set)).numpy()
 
 
 def main() -> int:
@@ -47,10 +33,12 @@ def main() -> int:
     from spectro.config import FeatureConfig, apply_overrides, from_dict
     from spectro.corpora import class_names, select_labels
     from spectro.data import ImageSet, speaker_split
-    from spectro.images import build_image_dataset, image_relpath
+    from spectro.image_tree import recording_key
+    from spectro.images import build_image_dataset
     from spectro.manifest import scan_corpora
     from spectro.metrics import classification_metrics
     from spectro.models import create_model
+    from spectro.scoring import recording_embeddings, resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="append", type=corpus_spec, required=True, metavar="NAME=PATH")
@@ -71,7 +59,8 @@ def main() -> int:
     train_names, test_names = [n for n, _ in args.train], [n for n, _ in args.test]
     pooled = [u for n in train_names for u in by_corpus[n]]
     train_idx, val_idx = speaker_split(pooled, val_fraction=0.2, seed=args.seed)
-    model = create_model(args.backbone, len(classes), pretrained=True)
+    device = resolve_device("auto")
+    model = create_model(args.backbone, len(classes), pretrained=True).to(device)
 
     cross = [f"{a}->{b}" for a, b in permutations(train_names, 2)]
     print(f"UAR of frozen ImageNet {args.backbone} features + logistic regression ({args.classes} classes)")
@@ -90,8 +79,9 @@ def main() -> int:
         else:
             features, labels = {}, {}
             for corpus, utterances in by_corpus.items():
-                image_set = ImageSet([tree / image_relpath(u) for u in utterances], utterances, classes, progress=False)
-                features[corpus], labels[corpus] = embed(model, image_set), image_set.labels.numpy()
+                image_set = ImageSet([tree / recording_key(u) for u in utterances], utterances, classes, progress=False)
+                features[corpus] = recording_embeddings(model, image_set, device=device).numpy()
+                labels[corpus] = image_set.labels.numpy()
             np.savez(cache, **{f"x_{c}": v for c, v in features.items()}, **{f"y_{c}": v for c, v in labels.items()})
         X = np.concatenate([features[n] for n in train_names])
         y = np.concatenate([labels[n] for n in train_names])

@@ -234,6 +234,8 @@ def _named_trees(items: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ConfigError(f"--images {item!r} must look like NAME=DIR, e.g. emodb=images/mel/emodb")
+        if name in trees:
+            raise ConfigError(f"--images names {name!r} twice; each tree needs a name of its own")
         trees[name] = path
     return trees
 
@@ -249,6 +251,22 @@ def cmd_evaluate(args) -> int:
     for name, m in report["corpora"].items():
         print(f"{name}: {describe_scores(m, extra=('kappa', 'mcc'))}")
     print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def cmd_explore(args) -> int:
+    from .explore import OUTPUTS, describe_separability, explore_checkpoint
+
+    report = explore_checkpoint(args.checkpoint, args.out, corpora=args.corpus, image_trees=_named_trees(args.images),
+                                corpus_options=_corpus_options(args.corpus_option), method=args.method,
+                                seed=args.seed, folds=args.folds, workers=args.workers, device=args.device,
+                                progress=not args.quiet)
+    for name, corpus in report["corpora"].items():
+        left_out = sum(corpus["dropped"].values()) + corpus["rejected"]
+        print(f"{name}: {corpus['recordings']} recording(s), {corpus['speakers']} speaker(s)"
+              + (f", {left_out} left out (other classes or rejected)" if left_out else ""))
+    print(describe_separability(report))
+    print(f"written: {', '.join(str(Path(args.out) / f) for f in OUTPUTS)}")
     return 0
 
 
@@ -429,9 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spectro {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_manifest, _add_images, _add_unpack, _add_train, _add_config, _add_evaluate, _add_ensemble,
-                _add_interpolate, _add_pseudo_label, _add_report, _add_predict, _add_serve, _add_listen,
-                _add_export, _add_synth, _add_demo):
+    for add in (_add_manifest, _add_images, _add_unpack, _add_train, _add_config, _add_evaluate, _add_explore,
+                _add_ensemble, _add_interpolate, _add_pseudo_label, _add_report, _add_predict, _add_serve,
+                _add_listen, _add_export, _add_synth, _add_demo):
         add(sub)
     return parser
 
@@ -561,6 +579,24 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--present-classes", action="store_true",
                    help="decide among the classes each test corpus has (probabilities renormalised over them); the "
                         "report lists the classes left out of the decision")
+
+
+def _add_explore(sub) -> None:
+    p = _command(sub, "explore", "map corpora's embeddings to 2-D and measure how separable the corpora are",
+                 cmd_explore, progress=True, device=True)
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a checkpoint of a single-input ImageNet CNN")
+    add_corpus_arguments(p, help="a corpus to render with the checkpoint's feature settings; repeatable")
+    p.add_argument("--images", action="append", default=[], metavar="NAME=DIR",
+                   help="an existing image tree made with the checkpoint's feature settings; repeatable")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="where embedding.csv, by_corpus.png, by_emotion.png and separability.json/png go")
+    p.add_argument("--method", choices=["tsne", "umap", "pca"], default="tsne",
+                   help="the map to 2-D: t-SNE (scikit-learn), UMAP (needs umap-learn) or the first two principal "
+                        "components")
+    p.add_argument("--folds", type=int, default=5, help="speaker-grouped folds of the domain classifier")
+    p.add_argument("--seed", type=int, default=0,
+                   help="fixes the map (UMAP's layout; t-SNE starts from the principal components)")
+    p.add_argument("--workers", type=int, help="processes for rendering (default: every core)")
 
 
 def _add_report(sub) -> None:

@@ -114,11 +114,8 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
     """One checkpoint's probabilities on every test corpus, after the leakage check."""
     device = resolve_device(opts.device)
     model, state = load_trained_model(checkpoint, device=device)
-    inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
     classes = list(state["classes"])
-    mapping = state["config"].get("labels", {}).get("map", {})  # the training's relabelling, e.g. valence
-    tests = _render_corpora(inputs, classes, mapping, image_dir, opts)
-    tests |= _read_trees(opts.image_trees, inputs, classes, mapping, checkpoint)
+    tests = read_test_sets(checkpoint, state, image_dir, opts)
     if opts.speakers:  # validation recordings for ensemble weights; corpora without such speakers drop out
         tests = {n: dataclasses.replace(t, rows=[r for r in t.rows if r[1].speaker in set(opts.speakers)])
                  for n, t in tests.items()}
@@ -163,12 +160,31 @@ def combined(name: str, members: Sequence[Member], scored: Sequence[MemberScores
     return (test, parts) if separate else (test, combine(parts, [m.weight for m in members]))
 
 
+def read_test_sets(checkpoint: str | Path, state: dict, image_dir: Path, opts: Options) -> dict[str, TestSet]:
+    """The recordings a checkpoint is to read, by corpus name: each of `opts.corpora` rendered with the
+    checkpoint's own feature settings under `image_dir` (resumable), and each of `opts.image_trees`,
+    which must have been made with them. Only recordings of the checkpoint's classes, after its label
+    mapping, are kept (the others are counted in each set's `dropped`), so a corpus is read as the model
+    was taught to read it."""
+    inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
+    classes = list(state["classes"])
+    mapping = state["config"].get("labels", {}).get("map", {})  # the training's relabelling, e.g. valence
+    tests = _render_corpora(inputs, classes, mapping, image_dir, opts)
+    return tests | _read_trees(opts.image_trees, inputs, classes, mapping, checkpoint)
+
+
 def _render_corpora(inputs: dict[str, FeatureConfig], classes: list[str], mapping: dict, image_dir: Path,
                     opts: Options) -> dict[str, TestSet]:
     """Each corpus rendered with every input's settings under `image_dir` (resumable)."""
     single = list(inputs) == [SINGLE_INPUT]
+    scans = scan_corpora(list(opts.corpora), opts.corpus_options)
+    names = [scan.corpus for scan in scans] + list(opts.image_trees)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"corpus name(s) {twice} given more than once (--corpus or --images): each set needs a name "
+                          "of its own; render one with `spectro images` and pass it as --images NAME=DIR")
     sets = {}
-    for scan in scan_corpora(list(opts.corpora), opts.corpus_options):
+    for scan in scans:
         kept, dropped = select_labels(scan.utterances, classes, mapping)
         rejected, paths, digests = set(), {}, {}
         for name, features in inputs.items():

@@ -1,4 +1,4 @@
-"""The scoring core: the device, autocast, the forward call, window probabilities and AdaBN.
+"""The scoring core: the device, autocast, the forward call, window probabilities, embeddings and AdaBN.
 
 A model scores windows, and a recording's probabilities are the mean of its windows'. Training
 (validation and test scores), evaluation, ensembles, prediction and export all score through these
@@ -12,7 +12,7 @@ from torch import nn
 
 from .data import SINGLE_INPUT, as_model_input, batches
 from .errors import ConfigError
-from .models import is_estimator, reads_mapping, takes_lengths
+from .models import has_pooled_features, is_estimator, reads_mapping, takes_lengths
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,6 +62,20 @@ def check_lengths(model: nn.Module, images) -> None:
                               "(lstm, bilstm_attention, conv1d)")
 
 
+def _device_batches(images, windows: torch.Tensor, *, device: torch.device, batch_size: int, channels_last: bool):
+    """Model inputs (by input name, on `device`) and lengths of `windows` of an ``ImageSet``, `batch_size`
+    at a time: the one way scoring and embedding read windows."""
+    for index in batches(windows, batch_size):
+        stored, lengths, _ = images.stored(index)
+        yield {name: as_model_input(x.to(device, non_blocking=True)).contiguous(
+            memory_format=torch.channels_last if channels_last and x.ndim == 4 else torch.contiguous_format)
+            for name, x in stored.items()}, lengths
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 @torch.no_grad()
 def window_probabilities(model: nn.Module, images, *, device: torch.device, batch_size: int = 64,
                          channels_last: bool = False, autocast: torch.dtype | None = None,
@@ -71,14 +85,35 @@ def window_probabilities(model: nn.Module, images, *, device: torch.device, batc
     check_lengths(model, images)
     model.eval()
     out = []
-    for index in batches(torch.arange(images.n_windows) if windows is None else windows, batch_size):
-        stored, lengths, _ = images.stored(index)
-        inputs = {name: as_model_input(x.to(device, non_blocking=True)).contiguous(
-            memory_format=torch.channels_last if channels_last and x.ndim == 4 else torch.contiguous_format)
-            for name, x in stored.items()}
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+    for inputs, lengths in _device_batches(images, torch.arange(images.n_windows) if windows is None else windows,
+                                           device=device, batch_size=batch_size, channels_last=channels_last):
+        with _autocast(device, autocast):
             out.append(torch.softmax(forward(model, inputs, lengths).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.empty(0, len(images.classes))
+
+
+@torch.no_grad()
+def recording_embeddings(model: nn.Module, images, *, device: torch.device, batch_size: int = 64,
+                         autocast: torch.dtype | None = None) -> torch.Tensor:
+    """Each recording's embedding (N, F): the mean over its windows of the pooled features the
+    classifier reads, in eval mode.
+
+    A recording is scored as the mean of its windows' probabilities, so the mean of its windows'
+    features is the point of it that the classifier sees; it depends on the model, not on any labels.
+    Only single-input ImageNet CNNs pool their features for a linear classifier (``pooled_and_logits``);
+    other models are refused, not given some other layer's activations.
+    """
+    if not has_pooled_features(model):
+        raise ConfigError(f"{type(model).__name__} has no pooled features to embed: embeddings come from "
+                          "single-input ImageNet CNNs (not scikit-learn baselines, sequence or multi-input models)")
+    model.eval()
+    out = []
+    for inputs, _ in _device_batches(images, torch.arange(images.n_windows), device=device, batch_size=batch_size,
+                                     channels_last=False):
+        with _autocast(device, autocast):
+            out.append(model.pooled_and_logits(inputs[SINGLE_INPUT])[0].float().cpu())
+    windows = torch.cat(out) if out else torch.empty(0, model.num_features)
+    return utterance_means(windows, images.owner, len(images))
 
 
 def utterance_means(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:

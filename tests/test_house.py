@@ -23,7 +23,7 @@ LAYERS = [
     {"training*"},
     {"inference"},
     {"evaluate"},
-    {"ensemble", "interpolate", "pseudo_label", "predict", "export", "listen", "serve*"},
+    {"ensemble", "explore", "interpolate", "pseudo_label", "predict", "export", "listen", "serve*"},
     {"demo"},
     {"cli", "__main__"},
 ]
