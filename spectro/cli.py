@@ -214,7 +214,7 @@ def cmd_evaluate(args) -> int:
     report = evaluate_checkpoint(args.checkpoints, args.out, corpora=args.corpus, image_trees=_named_trees(args.images),
                                  corpus_options=_corpus_options(args.corpus_option), workers=args.workers,
                                  device=args.device, progress=not args.quiet, adabn=args.adabn,
-                                 present_classes=args.present_classes)
+                                 present_classes=args.present_classes, normalise=args.set)
     for name, m in report["corpora"].items():
         print(f"{name}: {describe_scores(m, extra=('kappa', 'mcc'))}")
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -504,6 +504,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--present-classes", action="store_true",
                    help="decide among the classes each test corpus has (probabilities renormalised over them); the "
                         "report lists the classes left out of the decision")
+    p.add_argument("--set", action="append", default=[], metavar="normalise.KEY=VALUE",
+                   help="render the test corpora with this normalisation setting instead of the checkpoint's (e.g. "
+                        "normalise.unknown_speakers=encoder, normalise.guard=off); repeatable; recorded in the report")
 
 
 def _add_report(sub) -> None:

@@ -132,6 +132,20 @@ def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
     return from_dict(FeatureConfig, read_settings_file(image_dir)["features"])
 
 
+def read_normalisation(image_dir: str | Path) -> dict | None:
+    """How a tree's groups were formed: the settings that decide it (mode, unknown speakers, guard), the
+    number of groups and of those found without labels (pseudo-speakers, clusters), and the guard's record
+    per corpus; None for a tree without group statistics."""
+    path = Path(image_dir) / NORMALISATION_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    settings = read_feature_settings(image_dir).normalise
+    return {"mode": saved["mode"], "unknown_speakers": settings.unknown_speakers, "guard_setting": settings.guard,
+            "groups": len(saved["groups"]), "guard": saved.get("guard", {}),
+            "found_without_labels": sum(g.startswith(("pseudo:", "cluster:")) for g in saved["groups"])}
+
+
 def read_storage(image_dir: str | Path) -> str:
     """``png`` (a file per window) or ``packed`` (the windows in the store alone)."""
     return read_settings_file(image_dir).get("storage", "png")

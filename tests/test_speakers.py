@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from spectro.config import ExperimentConfig, FeatureConfig, from_dict
 from spectro.corpora import Utterance, scan_corpus
+from spectro.errors import ConfigError
 from spectro.images import build_image_dataset
 from spectro.normalise import BandStatistics, GroupStatistics, intraclass_correlation
 from spectro.synth import generate_corpus
@@ -107,3 +108,41 @@ def test_the_encoder_pseudo_speakers_separate_generated_voices(voices, tmp_path)
     ari = adjusted_rand_score(true, found)
     chance = max(adjusted_rand_score(true, np.random.default_rng(seed).permutation(found)) for seed in range(20))
     assert ari > 0.18 > 0.1 > chance  # measured 0.25 (4 groups for 6 voices); shuffled groupings stay below 0.1
+
+
+def test_a_confounded_test_corpus_is_guarded_and_the_choice_is_recorded(voices, tmp_path):
+    from spectro.checkpoint_file import load_checkpoint
+    from spectro.evaluate import evaluate_checkpoint
+
+    root, tree, checkpoint, test = voices
+    state = load_checkpoint(checkpoint)
+    record = state["normalisation"]["image"][str(tree)]
+    assert record["guard"]["synth"]["fired"] is False and record["guard"]["synth"]["value"] < 0.1
+    reports = {}
+    for name, chosen in (("balanced", test), ("confounded", _confounded(test))):
+        corpus = _link(chosen, tmp_path / name)
+        reports[name] = evaluate_checkpoint(checkpoint, tmp_path / f"report_{name}", corpora=[("synth", str(corpus))],
+                                            workers=2, progress=False)
+    guard = {n: r["corpora"]["synth"]["normalisation"]["image"]["guard"]["synth"] for n, r in reports.items()}
+    assert not guard["balanced"]["fired"] and guard["confounded"]["fired"]
+    threshold = 1.72 * record["guard"]["synth"]["value"]  # relative to the training corpus's own value
+    assert guard["confounded"]["threshold"] == pytest.approx(threshold, abs=1e-4)
+    assert any("fired on synth" in t for t in reports["confounded"]["transductive"])
+    assert any("did not fire" in t for t in reports["balanced"]["transductive"])
+    assert "**fired**: corpus statistics used" in (tmp_path / "report_confounded" / "report.md").read_text()
+
+
+def test_evaluate_groups_a_corpus_without_speakers_by_encoder_when_asked_and_says_so(voices, tmp_path):
+    from spectro.evaluate import evaluate_checkpoint
+
+    root, _, checkpoint, test = voices
+    hidden = _link(test, tmp_path / "hidden", folder=lambda u: u.emotion)
+    report = evaluate_checkpoint(checkpoint, tmp_path / "report", corpora=[("folder", str(hidden))],
+                                 normalise=["normalise.unknown_speakers=encoder"], workers=2, progress=False)
+    grouping = report["corpora"]["folder"]["normalisation"]["image"]
+    assert grouping["unknown_speakers"] == "encoder" and grouping["found_without_labels"] >= 1
+    assert report["normalisation_overrides"] == ["normalise.unknown_speakers=encoder"]
+    assert any("found in their unlabelled audio (encoder)" in t for t in report["transductive"])
+    with pytest.raises(ConfigError, match="normalise"):
+        evaluate_checkpoint(checkpoint, tmp_path / "bad", corpora=[("folder", str(hidden))],
+                            normalise=["audio.duration=3"], progress=False)

@@ -95,6 +95,7 @@ class Run:
                 "in_channels": self.in_channels, "train_corpora": self.splits.train_corpora,
                 "training_record": self.splits.record.as_dict(),
                 "transductive": self.domain.transductive if self.domain is not None else [],
+                "normalisation": self.splits.normalisation,
                 "config": to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.splits.features.items()},
                 "versions": _versions()}
 
