@@ -251,9 +251,10 @@ def cmd_predict(args) -> int:
     if set(predictor.checkpoint.get("train_corpora", [])) == {"synth"}:
         print("warning: this checkpoint learnt from the synthetic demo corpus only; its predictions say nothing "
               "about real speech", file=sys.stderr)
-    failed = 0
-    for prediction in predictor.predict_files(paths):
+    failed, grouping = 0, None
+    for prediction in predictor.predict_files(paths, speakers=args.speakers):
         failed += prediction.error is not None
+        grouping = grouping or prediction.normalisation
         if args.json:
             print(json.dumps(_prediction_record(prediction, windows=args.segments)), flush=True)
         elif prediction.error:
@@ -262,9 +263,24 @@ def cmd_predict(args) -> int:
             _print_prediction(prediction, windows=args.segments)
         if args.plot and prediction.error is None:
             plot_probabilities(prediction, plots[prediction.path])
+    if grouping and args.speakers != "files" and not args.json:
+        print(f"normalisation: {_grouping_summary(grouping)}")
     if failed:
         print(f"{failed} of {len(paths)} file(s) could not be scored", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _grouping_summary(record: dict) -> str:
+    """How the inputs were grouped for normalisation (a Prediction's `normalisation`), in a line."""
+    if "speakers" not in record:  # an ensemble: per member
+        return "; ".join(f"{member}: {_grouping_summary(r)}" for member, r in record.items())
+    parts = []
+    for name, g in record["inputs"].items():
+        guard = g["guard"] or {}
+        note = (f"guard fired ({guard['value']:.3f} > {guard['threshold']:.3f}): one group of all inputs"
+                if guard.get("fired") else "guard quiet" if guard else "")
+        parts.append(f"{name}: {g['groups']} group(s) over {g['recordings']} file(s)" + (f", {note}" if note else ""))
+    return f"speakers={record['speakers']}; " + "; ".join(parts)
 
 
 def _print_prediction(prediction, *, windows: bool) -> None:
@@ -532,6 +548,13 @@ def _add_predict(sub) -> None:
     p.add_argument("--normalise-with", nargs="+", default=[], metavar="AUDIO_OR_FOLDER",
                    help="for a model trained with speaker or corpus normalisation: recordings of the same speaker or "
                         "setting whose pooled statistics normalise every input (default: each recording's own)")
+    p.add_argument("--speakers", choices=("files", "one", "pseudo"), default="files",
+                   help="for a model trained with speaker or corpus normalisation, who the inputs are: independent "
+                        "files, each normalised with its own statistics (default); one speaker or source (their "
+                        "pooled statistics); or unknown speakers, grouped into pseudo-speakers by a speaker encoder "
+                        "and guarded, as evaluation groups a corpus without speaker labels (needs the speakers "
+                        "extra). one and pseudo read every input first; the JSON output's normalisation says what "
+                        "was done")
 
 
 def _add_ensemble(sub) -> None:

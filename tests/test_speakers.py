@@ -146,3 +146,26 @@ def test_evaluate_groups_a_corpus_without_speakers_by_encoder_when_asked_and_say
     with pytest.raises(ConfigError, match="normalise"):
         evaluate_checkpoint(checkpoint, tmp_path / "bad", corpora=[("folder", str(hidden))],
                             normalise=["audio.duration=3"], progress=False)
+
+
+def test_predict_normalises_a_batch_as_one_speaker_or_as_pseudo_speakers_and_records_it(voices, tmp_path, capsys):
+    from spectro.cli import main
+    from spectro.inference import Predictor
+
+    _, _, checkpoint, test = voices
+    paths = [u.path for u in test if u.speaker == "synth-b01f"]
+    predictor = Predictor.load(checkpoint)
+    one = list(predictor.predict_files(paths, speakers="one"))
+    assert {p.normalisation["inputs"]["image"]["group"] for p in one} == {"speaker:inputs"}
+    files = list(predictor.predict_files(paths))
+    assert files[0].normalisation == {"speakers": "files", "statistics": "the recording's own"}
+    referenced = Predictor.load(checkpoint, reference=paths)  # the same pooled statistics, given as a reference
+    for a, b in zip(one, referenced.predict_files(paths)):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+    with pytest.raises(ConfigError, match="reference"):
+        list(referenced.predict_files(paths, speakers="pseudo"))
+    assert main(["predict", str(checkpoint), *[u.path for u in test], "--speakers", "pseudo", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    grouping = records[0]["normalisation"]
+    assert grouping["speakers"] == "pseudo" and grouping["inputs"]["image"]["recordings"] == len(test)
+    assert grouping["inputs"]["image"]["guard"]["threshold"] == predictor.inputs["image"].normalise.guard_threshold
