@@ -130,6 +130,7 @@ def feature_config_from_args(args):
 
 
 def cmd_images(args) -> int:
+    from .image_tree import read_normalisation
     from .images import Shard, build_image_dataset
 
     config, augmentation = feature_config_from_args(args)  # fail on bad settings before scanning anything
@@ -142,6 +143,12 @@ def cmd_images(args) -> int:
                                             "writes the manifest once every shard is done)" if shard else ""))
     if result.rejected:
         print(f"rejected files and reasons: {result.out_dir / 'rejected.csv'}")
+    grouping = read_normalisation(result.out_dir) if not shard else None
+    for corpus, guard in (grouping or {}).get("guard", {}).items():
+        value = "undefined" if guard["value"] is None else f"{guard['value']:.3f}"
+        print(f"normalisation guard, {corpus}: {guard['groups']} group(s), {value} of the band-mean variance between "
+              f"them against {guard['threshold']:.3f}: " + ("fired, corpus statistics used" if guard["fired"] else
+                                                            "quiet"))
     return 0
 
 
@@ -522,7 +529,7 @@ def _add_evaluate(sub) -> None:
                         "report lists the classes left out of the decision")
     p.add_argument("--set", action="append", default=[], metavar="normalise.KEY=VALUE",
                    help="render the test corpora with this normalisation setting instead of the checkpoint's (e.g. "
-                        "normalise.unknown_speakers=encoder, normalise.guard=off); repeatable; recorded in the report")
+                        "normalise.unknown_speakers=encoder, normalise.guard=none); repeatable; recorded in the report")
 
 
 def _add_report(sub) -> None:

@@ -138,7 +138,7 @@ class NormaliseConfig:
     # With mode speaker: where a corpus's groups hold more of the band-mean variance than balanced speakers do
     # (spectro.normalise.guarded), they probably each carry one emotion; fallback gives that corpus corpus
     # statistics. It changes nothing for balanced corpora (RAVDESS, TESS, EMO-DB), so it is on by default.
-    guard: Literal["fallback", "off"] = "fallback"
+    guard: Literal["fallback", "none"] = "fallback"
     guard_threshold: float | None = None  # None: the threshold calibrated for the feature
     range_sd: float = 3.0  # pictures: mean -/+ range_sd standard deviations span black to white
 

@@ -156,7 +156,7 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
 
 def with_normalisation(features: FeatureConfig, overrides: Sequence[str]) -> FeatureConfig:
     """`features` with ``normalise.KEY=VALUE`` `overrides`: to score a checkpoint on test corpora grouped
-    by another rule (``normalise.unknown_speakers=encoder``, ``normalise.guard=off``) without retraining.
+    by another rule (``normalise.unknown_speakers=encoder``, ``normalise.guard=none``) without retraining.
     Only normalisation settings may change; everything else must stay what the model learnt from."""
     wrong = [o for o in overrides if not o.startswith("normalise.")]
     if wrong:

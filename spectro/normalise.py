@@ -187,7 +187,7 @@ def relative_guard(features, training: Iterable[dict]):
     settings = features.normalise
     values = [g["value"] for record in training for g in record.get("guard", {}).values()
               if g["value"] is not None and not g["fired"]]
-    if settings.mode != "speaker" or settings.guard == "off" or settings.guard_threshold is not None or not values:
+    if settings.mode != "speaker" or settings.guard == "none" or settings.guard_threshold is not None or not values:
         return features
     threshold = round(GUARD_RATIO * max(values), 4)
     return dataclasses.replace(features, normalise=dataclasses.replace(settings, guard_threshold=threshold))
@@ -250,7 +250,7 @@ class GroupStatistics:
         groups = unlabelled_groups(utterances, statistics, settings, embeddings) if settings.mode == "speaker" else {}
         assignment = {u.path: group_of(u, settings.mode, groups) for u in utterances if u.path in statistics}
         guard = {}
-        if settings.mode == "speaker" and settings.guard != "off":
+        if settings.mode == "speaker" and settings.guard != "none":
             assignment, guard = guarded(utterances, statistics, assignment, settings, config.feature)
         joined = sorted({g for g in assignment.values() if g in self.groups})
         if joined:

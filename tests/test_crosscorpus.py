@@ -74,7 +74,7 @@ def test_a_corpus_without_speakers_is_normalised_by_corpus_or_by_clusters(tmp_pa
     utterances = scan_corpus("folder", tmp_path / "corpus").utterances
     # k-means groups of band means hold most of the band means' variance by construction, so the guard against
     # speaker x emotion cells (normalise.guard) takes them for such cells and falls back to the corpus
-    for fallback, guard, expected in (("corpus", "fallback", 1), ("clusters", "off", 3), ("clusters", "fallback", 1)):
+    for fallback, guard, expected in (("corpus", "fallback", 1), ("clusters", "none", 3), ("clusters", "fallback", 1)):
         config = from_dict(FeatureConfig, {"image": {"size": 32}, "normalise": {
             "mode": "speaker", "unknown_speakers": fallback, "clusters": 3, "guard": guard}})
         tree = build_image_dataset(utterances, tmp_path / f"{fallback}-{guard}", config, workers=1,

@@ -87,7 +87,7 @@ def test_the_guard_falls_back_to_corpus_statistics_where_groups_are_speaker_emot
     fired = _guard_on(profiles[confounded], [f"s{cells[i][0]}" for i in confounded])
     assert fired.guard["c"]["fired"] and fired.guard["c"]["value"] > fired.guard["c"]["threshold"]
     assert set(fired.assignment.values()) == {"corpus:c"} and list(fired.groups) == ["corpus:c"]
-    off = _guard_on(profiles[confounded], [f"s{cells[i][0]}" for i in confounded], guard="off")
+    off = _guard_on(profiles[confounded], [f"s{cells[i][0]}" for i in confounded], guard="none")
     assert off.guard == {} and len(off.groups) == 6
 
 
@@ -100,7 +100,7 @@ def test_the_encoder_pseudo_speakers_separate_generated_voices(voices, tmp_path)
     # against 0.23 / 0.45 on RAVDESS), so this test cuts at 0.3 instead of the 0.375 calibrated on real speech
     # (where all six merge into two groups). Their emotions move the embedding as much as their voices do.
     config = from_dict(FeatureConfig, {**STATS, "normalise": {
-        "mode": "speaker", "unknown_speakers": "encoder", "encoder_threshold": 0.3, "guard": "off"}})
+        "mode": "speaker", "unknown_speakers": "encoder", "encoder_threshold": 0.3, "guard": "none"}})
     tree = build_image_dataset(utterances, tmp_path / "tree", config, workers=2, progress=False).out_dir
     assignment = json.loads((tree / "normalisation.json").read_text())["assignment"]
     true = [os.path.basename(os.path.dirname(os.path.realpath(p))) for p in assignment]
@@ -169,3 +169,13 @@ def test_predict_normalises_a_batch_as_one_speaker_or_as_pseudo_speakers_and_rec
     grouping = records[0]["normalisation"]
     assert grouping["speakers"] == "pseudo" and grouping["inputs"]["image"]["recordings"] == len(test)
     assert grouping["inputs"]["image"]["guard"]["threshold"] == predictor.inputs["image"].normalise.guard_threshold
+
+
+def test_the_new_settings_read_from_the_command_line_and_are_checked():
+    from spectro.config import apply_overrides
+
+    settings = from_dict(FeatureConfig, apply_overrides({}, ["normalise.guard=none", "normalise.guard_threshold=0.3",
+                                                             "normalise.unknown_speakers=encoder"])).normalise
+    assert (settings.guard, settings.guard_threshold, settings.unknown_speakers) == ("none", 0.3, "encoder")
+    with pytest.raises(ConfigError, match="encoder_threshold"):
+        from_dict(FeatureConfig, {"normalise": {"encoder_threshold": 2.5}})
