@@ -139,7 +139,8 @@ class NormaliseConfig:
     # (spectro.normalise.guarded), they probably each carry one emotion; fallback gives that corpus corpus
     # statistics. It changes nothing for balanced corpora (RAVDESS, TESS, EMO-DB), so it is on by default.
     guard: Literal["fallback", "none"] = "fallback"
-    guard_threshold: float | None = None  # None: the threshold calibrated for the feature
+    guard_threshold: float | None = None  # None: from guard_reference, else the one calibrated for the feature
+    guard_reference: float | None = None  # the training corpora's value; evaluate and predict set it from the model
     range_sd: float = 3.0  # pictures: mean -/+ range_sd standard deviations span black to white
 
     def validate(self) -> None:
@@ -148,6 +149,8 @@ class NormaliseConfig:
                  "must lie between 0 and 2 (a cosine distance)")
         _require(self.guard_threshold is None or -1 < self.guard_threshold < 1, "normalise.guard_threshold",
                  self.guard_threshold, "must lie between -1 and 1 (an intraclass correlation)")
+        _require(self.guard_reference is None or -1 < self.guard_reference < 1, "normalise.guard_reference",
+                 self.guard_reference, "must lie between -1 and 1 (an intraclass correlation)")
         _require(self.range_sd > 0, "normalise.range_sd", self.range_sd, "must be positive")
 
 

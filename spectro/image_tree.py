@@ -32,6 +32,7 @@ from .corpora import Utterance
 from .errors import DataError
 from .fileio import atomic_open, describe_path
 from .manifest import COLUMNS, open_csv
+from .normalise import FOUND_WITHOUT_LABELS
 
 SETTINGS_FILE = "features.json"
 MANIFEST_FILE = "manifest.csv"
@@ -143,7 +144,7 @@ def read_normalisation(image_dir: str | Path) -> dict | None:
     settings = read_feature_settings(image_dir).normalise
     return {"mode": saved["mode"], "unknown_speakers": settings.unknown_speakers, "guard_setting": settings.guard,
             "groups": len(saved["groups"]), "guard": saved.get("guard", {}),
-            "found_without_labels": sum(g.startswith(("pseudo:", "cluster:")) for g in saved["groups"])}
+            "found_without_labels": sum(g.startswith(FOUND_WITHOUT_LABELS) for g in saved["groups"])}
 
 
 def read_storage(image_dir: str | Path) -> str:

@@ -166,31 +166,44 @@ def intraclass_correlation(profiles: np.ndarray, groups: Sequence[str]) -> float
 # of speakers that each show one emotion, over RAVDESS, TESS and a generated corpus (never EMO-DB;
 # scripts/speaker_study.py). Other features borrow the log-mel's.
 GUARD_THRESHOLDS = {"stats": 0.219, "mel": 0.175}
-# Where a model's training corpora are known (evaluate, predict), the guard fires above this multiple of their
-# value instead: between the highest ratio of a balanced corpus to another and the lowest of a confounded one,
-# over RAVDESS <-> TESS and the generated corpus's two languages (geometric midpoint).
+# Where a model's training corpora are known (evaluate, predict: ``normalise.guard_reference``, the highest value
+# of their balanced groups), the guard fires above a multiple of it instead, chosen over leave-one-corpus-out
+# pairs (RAVDESS <-> TESS, the generated corpus's two languages) at the geometric midpoint between the highest
+# ratio that must stay quiet and the lowest that must fire. For groups given by speaker labels: balanced
+# speakers stay quiet, speakers that each show one emotion fire. For groups found in the audio (pseudo-speakers,
+# clusters), which are formed to be alike and so hold more of the variance: only groupings that recover the
+# speakers (adjusted Rand index 0.9 or more) stay quiet.
 GUARD_RATIO = 1.72
+GUARD_RATIO_FOUND = 1.15
+FOUND_WITHOUT_LABELS = ("pseudo:", "cluster:")  # names of the groups found in the audio
 
 
-def guard_threshold(settings, feature: str) -> float:
-    """``settings.guard_threshold``, or the calibrated threshold of `feature`."""
+def guard_threshold(settings, feature: str, *, found: bool = False) -> tuple[float, str]:
+    """The guard's threshold for a corpus's groups (`found`: found in the audio, not given by labels), and how
+    it was set: ``settings.guard_threshold``; else the ratio times ``settings.guard_reference``; else the
+    calibrated value of `feature`."""
     if settings.guard_threshold is not None:
-        return settings.guard_threshold
-    return GUARD_THRESHOLDS.get(feature, GUARD_THRESHOLDS["mel"])
+        return settings.guard_threshold, "normalise.guard_threshold"
+    if settings.guard_reference is not None:
+        ratio = GUARD_RATIO_FOUND if found else GUARD_RATIO
+        return round(ratio * settings.guard_reference, 4), (f"{ratio} x {settings.guard_reference:.4f}, the training "
+                                                            "corpora's value")
+    return GUARD_THRESHOLDS.get(feature, GUARD_THRESHOLDS["mel"]), f"calibrated for {feature} without a model"
 
 
 def relative_guard(features, training: Iterable[dict]):
-    """`features` (a FeatureConfig) with the guard's threshold set relative to the training corpora: GUARD_RATIO
-    times the highest value their balanced groups showed (`training`: the records of ``normalisation.json`` of
-    the model's training trees for this input, as its checkpoint keeps them). Unchanged where the threshold
-    is set, the guard is off, or the training left no value (checkpoints from before the guard)."""
+    """`features` (a FeatureConfig) with ``normalise.guard_reference``, the highest value of the guard's statistic
+    that the balanced groups of the training corpora showed (`training`: the records of ``normalisation.json``
+    of the model's training trees for this input, as its checkpoint keeps them). Unchanged where the
+    reference or the threshold is set, the guard is off, or the training left no value (checkpoints from
+    before the guard)."""
     settings = features.normalise
     values = [g["value"] for record in training for g in record.get("guard", {}).values()
               if g["value"] is not None and not g["fired"]]
-    if settings.mode != "speaker" or settings.guard == "none" or settings.guard_threshold is not None or not values:
+    if (settings.mode != "speaker" or settings.guard == "none" or settings.guard_threshold is not None
+            or settings.guard_reference is not None or not values):
         return features
-    threshold = round(GUARD_RATIO * max(values), 4)
-    return dataclasses.replace(features, normalise=dataclasses.replace(settings, guard_threshold=threshold))
+    return dataclasses.replace(features, normalise=dataclasses.replace(settings, guard_reference=round(max(values), 4)))
 
 
 def guarded(utterances: Sequence, statistics: dict[str, BandStatistics], assignment: dict[str, str], settings,
@@ -204,7 +217,6 @@ def guarded(utterances: Sequence, statistics: dict[str, BandStatistics], assignm
     Returns the assignment (source path -> group) and, per corpus, the guard's record: its statistic, the
     threshold, the group count, whether it fired and what was done. Labels are never read.
     """
-    threshold = guard_threshold(settings, feature)
     corpora: dict[str, dict[str, None]] = defaultdict(dict)
     for u in utterances:
         if u.path in assignment:
@@ -213,11 +225,14 @@ def guarded(utterances: Sequence, statistics: dict[str, BandStatistics], assignm
     for corpus, members in sorted(corpora.items()):
         paths = list(members)
         groups = [assignment[p] for p in paths]
+        found = any(g.startswith(FOUND_WITHOUT_LABELS) for g in groups)
+        threshold, rule = guard_threshold(settings, feature, found=found)
         value = intraclass_correlation(np.stack([statistics[p].mean for p in paths]), groups)
         fired = value is not None and value > threshold
         record[corpus] = {"statistic": "intraclass correlation of band means between groups (median over bands)",
-                          "value": value, "threshold": threshold, "groups": len(set(groups)), "recordings": len(paths),
-                          "fired": fired, "action": "corpus statistics" if fired else "group statistics"}
+                          "value": value, "threshold": threshold, "threshold_rule": rule, "found_without_labels": found,
+                          "groups": len(set(groups)), "recordings": len(paths), "fired": fired,
+                          "action": "corpus statistics" if fired else "group statistics"}
         if fired:
             log.warning("normalisation guard: corpus %s, %d groups hold %.3f of the band-mean variance (threshold "
                         "%.3f): they probably each carry one emotion; its %d recordings get corpus statistics",
