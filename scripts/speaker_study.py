@@ -326,13 +326,13 @@ def _print_table(results: dict, models) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for (model, subset, row), r in results.items():
         m, g = r["metrics"], r["normalisation"]
+        record = next(iter(g["guard"].values()), None) if g else None
         groups = "-" if g is None else f"{g['groups']}" + ("" if r["ari"] is None else f" ({r['ari']:.2f})")
-        guard = "-"
-        if g and g["guard"]:
-            record = next(iter(g["guard"].values()))
-            value = "n/a" if record["value"] is None else f"{record['value']:.3f}"
-            guard = f"{value} {'> ' if record['fired'] else '<= '}{record['threshold']:.2f}: " + (
-                "fired" if record["fired"] else "quiet")
+        guard = "-" if record is None else "n/a (one group)" if record["value"] is None else (
+            f"{record['value']:.3f} {'>' if record['fired'] else '<='} {record['threshold']:.3f}: "
+            + ("fired" if record["fired"] else "quiet"))
+        if record and record["fired"]:
+            groups = f"{record['groups']} -> 1"  # the groups the guard saw, then the corpus
         print(f"| {model} | {subset} | {row} | {m['n']} | {groups} | {guard} | {cell(m, 'accuracy')} | "
               f"{cell(m, 'uar')} | {cell(m, 'macro_f1')} |")
 

@@ -6,6 +6,12 @@ tells corpora apart before the picture is made. The statistics come from audio a
 are never read. For a test corpus they come from its own unlabelled audio, which is transductive
 use of the test data; the mode is recorded with the features, in every tree and checkpoint, and
 evaluation reports say it was used.
+
+Speaker statistics rest on two assumptions: the speakers are known (where they are not, groups are
+found in the audio: k-means clusters, or pseudo-speakers from a speaker encoder, ``spectro.speakers``),
+and each speaker's recordings span several emotions. Where each speaker shows one emotion, its
+statistics remove the emotion itself; the guard (`guarded`) notices from the audio and gives that
+corpus corpus statistics instead.
 """
 
 from __future__ import annotations
