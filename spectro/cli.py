@@ -130,6 +130,7 @@ def feature_config_from_args(args):
 
 
 def cmd_images(args) -> int:
+    from .image_tree import read_normalisation
     from .images import Shard, build_image_dataset
 
     config, augmentation = feature_config_from_args(args)  # fail on bad settings before scanning anything
@@ -142,6 +143,12 @@ def cmd_images(args) -> int:
                                             "writes the manifest once every shard is done)" if shard else ""))
     if result.rejected:
         print(f"rejected files and reasons: {result.out_dir / 'rejected.csv'}")
+    grouping = read_normalisation(result.out_dir) if not shard else None
+    for corpus, guard in (grouping or {}).get("guard", {}).items():
+        value = "undefined" if guard["value"] is None else f"{guard['value']:.3f}"
+        print(f"normalisation guard, {corpus}: {guard['groups']} group(s), {value} of the band-mean variance between "
+              f"them against {guard['threshold']:.3f}: " + ("fired, corpus statistics used" if guard["fired"] else
+                                                            "quiet"))
     return 0
 
 
@@ -247,7 +254,7 @@ def cmd_evaluate(args) -> int:
     report = evaluate_checkpoint(args.checkpoints, args.out, corpora=args.corpus, image_trees=_named_trees(args.images),
                                  corpus_options=_corpus_options(args.corpus_option), workers=args.workers,
                                  device=args.device, progress=not args.quiet, adabn=args.adabn,
-                                 present_classes=args.present_classes)
+                                 present_classes=args.present_classes, normalise=args.set)
     for name, m in report["corpora"].items():
         print(f"{name}: {describe_scores(m, extra=('kappa', 'mcc'))}")
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -300,9 +307,10 @@ def cmd_predict(args) -> int:
     if set(predictor.checkpoint.get("train_corpora", [])) == {"synth"}:
         print("warning: this checkpoint learnt from the synthetic demo corpus only; its predictions say nothing "
               "about real speech", file=sys.stderr)
-    failed = 0
-    for prediction in predictor.predict_files(paths):
+    failed, grouping = 0, None
+    for prediction in predictor.predict_files(paths, speakers=args.speakers):
         failed += prediction.error is not None
+        grouping = grouping or prediction.normalisation
         if args.json:
             print(json.dumps(prediction_record(prediction, windows=args.segments)), flush=True)
         elif prediction.error:
@@ -311,9 +319,24 @@ def cmd_predict(args) -> int:
             _print_prediction(prediction, windows=args.segments)
         if args.plot and prediction.error is None:
             plot_probabilities(prediction, plots[prediction.path])
+    if grouping and args.speakers != "files" and not args.json:
+        print(f"normalisation: {_grouping_summary(grouping)}")
     if failed:
         print(f"{failed} of {len(paths)} file(s) could not be scored", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _grouping_summary(record: dict) -> str:
+    """How the inputs were grouped for normalisation (a Prediction's `normalisation`), in a line."""
+    if "speakers" not in record:  # an ensemble: per member
+        return "; ".join(f"{member}: {_grouping_summary(r)}" for member, r in record.items())
+    parts = []
+    for name, g in record["inputs"].items():
+        guard = g["guard"] or {}
+        note = (f"guard fired ({guard['value']:.3f} > {guard['threshold']:.3f}): one group of all inputs"
+                if guard.get("fired") else "guard quiet" if guard else "")
+        parts.append(f"{name}: {g['groups']} group(s) over {g['recordings']} file(s)" + (f", {note}" if note else ""))
+    return f"speakers={record['speakers']}; " + "; ".join(parts)
 
 
 def _print_prediction(prediction, *, windows: bool) -> None:
@@ -579,6 +602,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--present-classes", action="store_true",
                    help="decide among the classes each test corpus has (probabilities renormalised over them); the "
                         "report lists the classes left out of the decision")
+    p.add_argument("--set", action="append", default=[], metavar="normalise.KEY=VALUE",
+                   help="render the test corpora with this normalisation setting instead of the checkpoint's (e.g. "
+                        "normalise.unknown_speakers=encoder, normalise.guard=none); repeatable; recorded in the report")
 
 
 def _add_explore(sub) -> None:
@@ -622,6 +648,13 @@ def _add_predict(sub) -> None:
     p.add_argument("--normalise-with", nargs="+", default=[], metavar="AUDIO_OR_FOLDER",
                    help="for a model trained with speaker or corpus normalisation: recordings of the same speaker or "
                         "setting whose pooled statistics normalise every input (default: each recording's own)")
+    p.add_argument("--speakers", choices=("files", "one", "pseudo"), default="files",
+                   help="for a model trained with speaker or corpus normalisation, who the inputs are: independent "
+                        "files, each normalised with its own statistics (default); one speaker or source (their "
+                        "pooled statistics); or unknown speakers, grouped into pseudo-speakers by a speaker encoder "
+                        "and guarded, as evaluation groups a corpus without speaker labels (needs the speakers "
+                        "extra). one and pseudo read every input first; the JSON output's normalisation says what "
+                        "was done")
 
 
 def _add_serve(sub) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from .errors import ConfigError
+from .speakers import ENCODER_THRESHOLD
 
 T = TypeVar("T")
 
@@ -131,12 +132,25 @@ class NormaliseConfig:
     of recordings before the picture is made; for a test corpus, with its own unlabelled audio."""
 
     mode: Literal["none", "utterance", "speaker", "corpus"] = "none"
-    unknown_speakers: Literal["corpus", "clusters"] = "corpus"  # for corpora without speaker labels
+    unknown_speakers: Literal["corpus", "clusters", "encoder"] = "corpus"  # for corpora without speaker labels
     clusters: int = 10  # groups found without labels, with unknown_speakers: clusters
+    encoder_threshold: float = ENCODER_THRESHOLD  # unknown_speakers: encoder; cosine distance that cuts clusters
+    # With mode speaker: where a corpus's groups hold more of the band-mean variance than balanced speakers do
+    # (spectro.normalise.guarded), they probably each carry one emotion; fallback gives that corpus corpus
+    # statistics. It changes nothing for balanced corpora (RAVDESS, TESS, EMO-DB), so it is on by default.
+    guard: Literal["fallback", "none"] = "fallback"
+    guard_threshold: float | None = None  # None: from guard_reference, else the one calibrated for the feature
+    guard_reference: float | None = None  # the training corpora's value; evaluate and predict set it from the model
     range_sd: float = 3.0  # pictures: mean -/+ range_sd standard deviations span black to white
 
     def validate(self) -> None:
         _require(self.clusters >= 2, "normalise.clusters", self.clusters, "must be at least 2")
+        _require(0 < self.encoder_threshold < 2, "normalise.encoder_threshold", self.encoder_threshold,
+                 "must lie between 0 and 2 (a cosine distance)")
+        _require(self.guard_threshold is None or -1 < self.guard_threshold < 1, "normalise.guard_threshold",
+                 self.guard_threshold, "must lie between -1 and 1 (an intraclass correlation)")
+        _require(self.guard_reference is None or -1 < self.guard_reference < 1, "normalise.guard_reference",
+                 self.guard_reference, "must lie between -1 and 1 (an intraclass correlation)")
         _require(self.range_sd > 0, "normalise.range_sd", self.range_sd, "must be positive")
 
 

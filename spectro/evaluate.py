@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint_file import load_trained_model
-from .config import FeatureConfig, from_dict
+from .config import FeatureConfig, apply_overrides, from_dict, to_dict
 from .corpora import LabelSelection, Utterance, select_labels
 from .data import SINGLE_INPUT, ImageSet, as_sources, tree_digests
 from .ensemble_file import Member, combine, read_ensemble
@@ -33,6 +33,7 @@ from .image_tree import (
     read_augmentation,
     read_feature_settings,
     read_image_manifest,
+    read_normalisation,
     read_tree_digests,
     recording_key,
 )
@@ -41,6 +42,7 @@ from .leakage import TrainingRecord
 from .locks import job_lock
 from .manifest import scan_corpora
 from .metrics import confusion_figure, score_recordings
+from .normalise import relative_guard
 from .scoring import adapt_batchnorm, batchnorm_layers, predict_proba, resolve_device, scoring_autocast
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class TestSet:
     dropped: dict[str, int]
     skipped: dict[str, int]
     digests: dict[str, str]
+    normalisation: dict[str, dict] = dataclasses.field(default_factory=dict)  # input -> its tree's groups and guard
 
 
 @dataclasses.dataclass
@@ -69,6 +72,7 @@ class Options:
     device: str = "auto"
     adabn: bool = False  # re-estimate BatchNorm statistics on each test corpus (transductive)
     present_classes: bool = False  # decide among the classes each test corpus has
+    normalise: Sequence[str] = ()  # "normalise.KEY=VALUE" overrides of every input's settings for the test corpora
     progress: bool = True
 
 
@@ -79,6 +83,7 @@ class MemberScores:
     tests: dict[str, TestSet]
     probabilities: dict[str, np.ndarray]  # corpus -> (recordings, classes), in the order of tests[corpus].rows
     adapted: bool = False  # BatchNorm statistics re-estimated on each corpus (AdaBN)
+    features: dict[str, FeatureConfig] = dataclasses.field(default_factory=dict)  # per input, as tests were rendered
 
 
 def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], out_dir: str | Path, *,
@@ -101,6 +106,10 @@ def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], out_dir: 
             test, probabilities = combined(name, members, scored)
             report["corpora"][name] = _score(test, probabilities, name, classes, out_dir, title=report["run"],
                                              present_classes=opts.present_classes, n_bootstrap=n_bootstrap)
+            report["corpora"][name]["normalisation"] = {(f"member {i + 1} " if len(scored) > 1 else "") + n: r
+                                                        for i, s in enumerate(scored)
+                                                        for n, r in s.tests[name].normalisation.items()}
+        report["transductive"] += grouping_steps(report["corpora"])
         with atomic_open(out_dir / "report.json") as handle:
             json.dump(report, handle, indent=2)
         from .report import render_evaluation
@@ -114,6 +123,7 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
     """One checkpoint's probabilities on every test corpus, after the leakage check."""
     device = resolve_device(opts.device)
     model, state = load_trained_model(checkpoint, device=device)
+    inputs = member_inputs(state, opts)
     classes = list(state["classes"])
     tests = read_test_sets(checkpoint, state, image_dir, opts)
     if opts.speakers:  # validation recordings for ensemble weights; corpora without such speakers drop out
@@ -137,7 +147,17 @@ def score_member(checkpoint: str | Path, image_dir: Path, opts: Options) -> Memb
             adapt_batchnorm(scorer, images, device=device, batch_size=batch_size)
         probabilities[name] = predict_proba(scorer, images, device=device, batch_size=batch_size,
                                             autocast=scoring_autocast(state, device)).numpy()
-    return MemberScores(state, warnings, tests, probabilities, adapted=adapt)
+    return MemberScores(state, warnings, tests, probabilities, adapted=adapt, features=inputs)
+
+
+def with_normalisation(features: FeatureConfig, overrides: Sequence[str]) -> FeatureConfig:
+    """`features` with ``normalise.KEY=VALUE`` `overrides`: to score a checkpoint on test corpora grouped
+    by another rule (``normalise.unknown_speakers=encoder``, ``normalise.guard=none``) without retraining.
+    Only normalisation settings may change; everything else must stay what the model learnt from."""
+    wrong = [o for o in overrides if not o.startswith("normalise.")]
+    if wrong:
+        raise ConfigError(f"--set {wrong[0]!r}: evaluate changes normalise.* settings of the test corpora only")
+    return from_dict(FeatureConfig, apply_overrides(to_dict(features), list(overrides))) if overrides else features
 
 
 def require_adapted(scored: Sequence[MemberScores], opts: Options) -> None:
@@ -166,11 +186,19 @@ def read_test_sets(checkpoint: str | Path, state: dict, image_dir: Path, opts: O
     which must have been made with them. Only recordings of the checkpoint's classes, after its label
     mapping, are kept (the others are counted in each set's `dropped`), so a corpus is read as the model
     was taught to read it."""
-    inputs = {name: from_dict(FeatureConfig, f) for name, f in state["inputs"].items()}
+    inputs = member_inputs(state, opts)
     classes = list(state["classes"])
     mapping = state["config"].get("labels", {}).get("map", {})  # the training's relabelling, e.g. valence
     tests = _render_corpora(inputs, classes, mapping, image_dir, opts)
     return tests | _read_trees(opts.image_trees, inputs, classes, mapping, checkpoint)
+
+
+def member_inputs(state: dict, opts: Options) -> dict[str, FeatureConfig]:
+    """A checkpoint's feature settings per input, with the `normalise.*` overrides of `opts`, and the guard's
+    threshold set from the checkpoint's own training corpora where it recorded them."""
+    training = state.get("normalisation", {})
+    return {name: relative_guard(with_normalisation(from_dict(FeatureConfig, f), opts.normalise),
+                                 training.get(name, {}).values()) for name, f in state["inputs"].items()}
 
 
 def _render_corpora(inputs: dict[str, FeatureConfig], classes: list[str], mapping: dict, image_dir: Path,
@@ -186,16 +214,18 @@ def _render_corpora(inputs: dict[str, FeatureConfig], classes: list[str], mappin
     sets = {}
     for scan in scans:
         kept, dropped = select_labels(scan.utterances, classes, mapping)
-        rejected, paths, digests = set(), {}, {}
+        rejected, paths, digests, normalisation = set(), {}, {}, {}
         for name, features in inputs.items():
             tree = image_dir / scan.corpus if single else image_dir / name / scan.corpus
             result = build_image_dataset(kept, tree, features, workers=opts.workers, progress=opts.progress)
             rejected |= {u.path for u, _ in result.rejected}
             paths[name] = {u.path: tree / recording_key(u) for u in kept}
             digests |= read_tree_digests(tree)
+            normalisation[name] = read_normalisation(tree)
         rows = [({name: paths[name][u.path] for name in inputs}, u) for u in kept if u.path not in rejected]
         sets[scan.corpus] = TestSet(rows, {e: n for (_, e), n in dropped.items()},
-                                    {"unmatched": len(scan.unmatched), "rejected": len(rejected)}, digests)
+                                    {"unmatched": len(scan.unmatched), "rejected": len(rejected)}, digests,
+                                    {n: r for n, r in normalisation.items() if r is not None})
     return sets
 
 
@@ -215,9 +245,10 @@ def _read_trees(image_trees: dict[str, str], inputs: dict[str, FeatureConfig], c
         selection = LabelSelection(classes, mapping)
         kept = [(path, utt) for path, utt in ((p, selection(u)) for p, u in read_image_manifest(tree))
                 if utt is not None]
+        normalisation = read_normalisation(tree)
         sets[name] = TestSet([({SINGLE_INPUT: path}, u) for path, u in kept],
                              {e: n for (_, e), n in selection.dropped.items()}, {"unmatched": 0, "rejected": 0},
-                             read_tree_digests(tree))
+                             read_tree_digests(tree), {SINGLE_INPUT: normalisation} if normalisation else {})
     return sets
 
 
@@ -250,7 +281,7 @@ def _record_from_training_trees(state: dict) -> tuple[TrainingRecord, bool]:
 def _report_header(members: Sequence[Member], scored: Sequence[MemberScores], opts: Options) -> dict:
     """What was scored and how: the model (or ensemble), its training, and every transductive step."""
     state = scored[0].state
-    inputs = [from_dict(FeatureConfig, f) for s in scored for f in s.state["inputs"].values()]
+    inputs = [f for s in scored for f in s.features.values()]
     best, history = state.get("best", {}), {h["epoch"]: h for h in state.get("history", [])}
     audio = inputs[0].audio
     single = len(members) == 1
@@ -273,8 +304,29 @@ def _report_header(members: Sequence[Member], scored: Sequence[MemberScores], op
         "windows": {"duration": audio.duration, "hop": audio.window_hop, "scoring": "mean of window probabilities"},
         "normalisation": sorted({f.normalise.mode for f in inputs}), "transductive": list(dict.fromkeys(transductive)),
         "decision": "among the classes present in each test corpus" if opts.present_classes else "among all classes",
+        "normalisation_overrides": list(opts.normalise),
+        "training_guard_fired": sorted({f"{corpus} ({Path(tree).name})" for s in scored
+                                        for trees in s.state.get("normalisation", {}).values()
+                                        for tree, r in trees.items() for corpus, g in r["guard"].items()
+                                        if g["fired"]}),
         "warnings": [w for s in scored for w in s.warnings], "corpora": {},
     }
+
+
+def grouping_steps(corpora: dict) -> list[str]:
+    """The transductive steps of forming groups on test corpora: pseudo-speakers or clusters found in their
+    unlabelled audio, and the guard's judgement of whether each corpus's groups carry one emotion each."""
+    records = [r for m in corpora.values() for r in m.get("normalisation", {}).values()]
+    steps = []
+    if any(r["found_without_labels"] for r in records):
+        rules = sorted({r["unknown_speakers"] for r in records if r["found_without_labels"]})
+        steps.append(f"speaker groups of corpora without speaker labels found in their unlabelled audio "
+                     f"({', '.join(rules)})")
+    if any(r["guard"] for r in records):
+        fired = sorted({c for r in records for c, g in r["guard"].items() if g["fired"]})
+        steps.append("normalisation guard judged from each test corpus's unlabelled audio; "
+                     + (f"it fired on {', '.join(fired)} (corpus statistics used)" if fired else "it did not fire"))
+    return steps
 
 
 def _score(test: TestSet, probabilities: np.ndarray, name: str, classes: list[str], out_dir: Path, *, title: str,

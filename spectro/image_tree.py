@@ -32,6 +32,7 @@ from .corpora import Utterance
 from .errors import DataError
 from .fileio import atomic_open, describe_path
 from .manifest import COLUMNS, open_csv
+from .normalise import FOUND_WITHOUT_LABELS
 
 SETTINGS_FILE = "features.json"
 MANIFEST_FILE = "manifest.csv"
@@ -130,6 +131,20 @@ def _not_a_tree(image_dir: str | Path, missing: str) -> str:
 def read_feature_settings(image_dir: str | Path) -> FeatureConfig:
     """The feature settings an image tree was made with, so training and prediction reuse them."""
     return from_dict(FeatureConfig, read_settings_file(image_dir)["features"])
+
+
+def read_normalisation(image_dir: str | Path) -> dict | None:
+    """How a tree's groups were formed: the settings that decide it (mode, unknown speakers, guard), the
+    number of groups and of those found without labels (pseudo-speakers, clusters), and the guard's record
+    per corpus; None for a tree without group statistics."""
+    path = Path(image_dir) / NORMALISATION_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    settings = read_feature_settings(image_dir).normalise
+    return {"mode": saved["mode"], "unknown_speakers": settings.unknown_speakers, "guard_setting": settings.guard,
+            "groups": len(saved["groups"]), "guard": saved.get("guard", {}),
+            "found_without_labels": sum(g.startswith(FOUND_WITHOUT_LABELS) for g in saved["groups"])}
 
 
 def read_storage(image_dir: str | Path) -> str:

@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -49,7 +50,7 @@ from .image_tree import (
 )
 from .locks import LOCK_FILE, job_lock
 from .manifest import open_csv
-from .normalise import BandStatistics, GroupStatistics
+from .normalise import BandStatistics, GroupStatistics, corpora_without_speakers
 from .packed import PACKED_DIR, PARTS_DIR, write_rendered_index
 
 log = logging.getLogger(__name__)
@@ -323,11 +324,17 @@ class _Job:
         if not new:
             return saved
         found: dict[str, BandStatistics] = {}
-        tasks = [rendering.Task(i, self.sources[i][0].path, self.keys[i], 0, "statistics") for i in new]
+        embeddings: dict[str, np.ndarray] = {}
+        unknown = corpora_without_speakers(recordings) if settings.unknown_speakers == "encoder" else set()
+        tasks = [rendering.Task(i, self.sources[i][0].path, self.keys[i], 0, "statistics",
+                                embed=settings.mode == "speaker" and self.sources[i][0].corpus in unknown)
+                 for i in new]
         for outcome in self._run(tasks, "statistics"):
             if outcome.statistics is not None:
                 found[self.sources[outcome.index][0].path] = outcome.statistics
-        saved = saved.extended([u for u in recordings if u.path in found], found, settings)
+            if outcome.embedding is not None:
+                embeddings[self.sources[outcome.index][0].path] = outcome.embedding
+        saved = saved.extended([u for u in recordings if u.path in found], found, self.config, embeddings)
         with atomic_open(path) as handle:
             json.dump(saved.as_dict(), handle)
         return saved

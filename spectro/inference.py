@@ -31,6 +31,7 @@ from .ensemble_file import combine, read_ensemble
 from .errors import ConfigError, SpectroError
 from .features import feature_array
 from .models import is_estimator, takes_lengths
+from .normalise import relative_guard
 from .scoring import resolve_device, scoring_autocast
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Prediction:
     probabilities: dict[str, float] | None = None
     windows: list[WindowPrediction] | None = None
     error: str | None = None
+    normalisation: dict | None = None  # which statistics normalised it (see Predictor.predict_files); None: none
 
 
 @dataclasses.dataclass
@@ -66,6 +68,7 @@ class _Pending:
     error: str | None = None
     scored: int = 0
     statistics: dict | None = None  # per input: the band statistics that normalise its windows
+    normalisation: dict | None = None  # how they were chosen, for the Prediction
 
     @property
     def done(self) -> bool:
@@ -92,9 +95,12 @@ class Predictor:
         self.device = device
         self.batch_size = batch_size
         self.classes = tuple(checkpoint["classes"])
-        self.inputs = {name: from_dict(FeatureConfig, f) for name, f in checkpoint["inputs"].items()}
+        training = checkpoint.get("normalisation", {})  # sets the guard's threshold, as evaluation does
+        self.inputs = {name: relative_guard(from_dict(FeatureConfig, f), training.get(name, {}).values())
+                       for name, f in checkpoint["inputs"].items()}
         self.audio = next(iter(self.inputs.values())).audio  # training checked that every input conditions alike
         self.reference: dict = {}
+        self._reference_paths: list = []
         self.autocast = scoring_autocast(checkpoint, device)
 
     @classmethod
@@ -128,6 +134,7 @@ class Predictor:
         from .features import recording_statistics
         from .normalise import pooled
 
+        self._reference_paths = list(paths)
         self.reference = {name: pooled(recording_statistics(prepare_windows(p, f.audio), f) for p in paths)
                           for name, f in self.inputs.items() if paths and f.normalise.mode in ("speaker", "corpus")}
         per_file = [n for n, f in self.inputs.items()
@@ -135,6 +142,14 @@ class Predictor:
         if per_file:
             log.warning("the model was trained with %s normalisation; without reference recordings each recording "
                         "is normalised with its own statistics", self.inputs[per_file[0]].normalise.mode)
+
+    def _normalisation(self) -> dict | None:
+        """The record of how a recording is normalised without grouping (speakers "files")."""
+        grouped = [f for f in self.inputs.values() if f.normalise.mode in ("speaker", "corpus")]
+        if not grouped:
+            return None
+        return {"speakers": "files", "statistics": f"pooled over {len(self._reference_paths)} reference recording(s)"
+                if self.reference else "the recording's own"}
 
     def statistics(self, windows: list[Window]) -> dict:
         """Per input, the statistics that normalise one recording's windows: the reference recordings' where
@@ -176,14 +191,30 @@ class Predictor:
                                 self.audio)
         return next(self._score([(None, lambda: windows)]))
 
-    def predict_files(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
+    def predict_files(self, paths: Iterable[str | os.PathLike], *, speakers: str = "files") -> Iterator[Prediction]:
         """Yield one Prediction per file, in order; windows of several files share batches.
 
+        `speakers` says who the files are, for a model trained with speaker or corpus normalisation:
+        ``files`` (each recording normalised with its own statistics, or the reference's), ``one`` (one
+        speaker or source: the pooled statistics of all the files), or ``pseudo`` (the speakers are unknown:
+        pseudo-speakers clustered from a speaker encoder's embeddings, guarded, by the rule evaluation
+        applies to corpora without speaker labels). The last two read every file before scoring any, and
+        use the files' own audio (transductive); each Prediction's `normalisation` says what was done.
         A file that cannot be read or used gets `error`, and the others go on.
         """
-        return self._score((str(p), lambda p=p: prepare_windows(p, self.audio)) for p in paths)
+        if speakers not in SPEAKER_RULES:
+            raise ConfigError(f"speakers={speakers!r} must be one of {list(SPEAKER_RULES)}")
+        if speakers == "files":
+            return self._score((str(p), lambda p=p: prepare_windows(p, self.audio)) for p in paths)
+        if self.reference:
+            raise ConfigError(f"speakers={speakers!r} groups the inputs themselves; it cannot be combined with "
+                              "reference recordings (--normalise-with)")
+        paths = [str(p) for p in paths]
+        return self._score(((p, lambda p=p: prepare_windows(p, self.audio)) for p in paths),
+                           InputGroups.formed(paths, self.inputs, speakers))
 
-    def _score(self, sources: Iterable[tuple[str | None, Callable[[], list[Window]]]]) -> Iterator[Prediction]:
+    def _score(self, sources: Iterable[tuple[str | None, Callable[[], list[Window]]]],
+               groups: InputGroups | None = None) -> Iterator[Prediction]:
         waiting: collections.deque[_Pending] = collections.deque()  # in input order
         batch: list[tuple[_Pending, int, dict[str, np.ndarray]]] = []
         for path, load in sources:
@@ -191,8 +222,10 @@ class Predictor:
                 windows, error = load(), None
             except SpectroError as failure:
                 windows, error = [], str(failure)
-            pending = _Pending(path, windows, np.empty((len(windows), len(self.classes)), np.float32), error=error,
-                               statistics=self.statistics(windows) if windows else None)
+            pending = _Pending(path, windows, np.empty((len(windows), len(self.classes)), np.float32), error=error)
+            if windows:
+                pending.statistics, pending.normalisation = (self.statistics(windows), self._normalisation()) \
+                    if groups is None else groups.of(path, windows)
             waiting.append(pending)
             for index, window in enumerate(pending.windows):
                 arrays = self.window_inputs(window, pending.statistics)
@@ -224,16 +257,79 @@ def _finished(waiting: collections.deque, classes: tuple[str, ...]) -> Iterator[
         if pending.error is not None:
             yield Prediction(pending.path, error=pending.error)
         else:
-            yield recording_prediction(pending.path, pending.windows, pending.probabilities, classes)
+            yield recording_prediction(pending.path, pending.windows, pending.probabilities, classes,
+                                       normalisation=pending.normalisation)
 
 
 def recording_prediction(path: str | None, windows: Sequence[Window], probabilities: np.ndarray,
-                         classes: Sequence[str]) -> Prediction:
+                         classes: Sequence[str], *, normalisation: dict | None = None) -> Prediction:
     """A recording's Prediction from its windows' probabilities, (windows, classes): their mean decides."""
     as_dict = lambda p: {c: float(v) for c, v in zip(classes, p)}  # noqa: E731
     mean = probabilities.mean(axis=0)
     return Prediction(path, label=classes[int(mean.argmax())], probabilities=as_dict(mean), windows=[
-        WindowPrediction(w.start, w.end, classes[int(p.argmax())], as_dict(p)) for w, p in zip(windows, probabilities)])
+        WindowPrediction(w.start, w.end, classes[int(p.argmax())], as_dict(p)) for w, p in zip(windows, probabilities)],
+        normalisation=normalisation)
+
+SPEAKER_RULES = ("files", "one", "pseudo")
+
+
+@dataclasses.dataclass
+class InputGroups:
+    """The groups of a batch of input files, per input of the model that normalises by speaker or corpus:
+    one group of all the files (``one``) or encoder pseudo-speakers (``pseudo``), formed and guarded by
+    ``spectro.normalise.GroupStatistics`` exactly as the image job forms a corpus's groups."""
+
+    rule: str
+    groups: dict[str, object]  # input name -> GroupStatistics over the files
+    inputs: dict[str, FeatureConfig]
+
+    @classmethod
+    def formed(cls, paths: Sequence[str], inputs: dict[str, FeatureConfig], rule: str) -> InputGroups:
+        """Read every file once for its statistics (and, for ``pseudo``, its speaker embedding); files that
+        cannot be read are left out here and get their error when scored."""
+        from .audio import load_audio
+        from .corpora import Utterance
+        from .features import recording_statistics
+        from .normalise import GroupStatistics
+        from .speakers import embed
+
+        grouped = {n: f for n, f in inputs.items() if f.normalise.mode in ("speaker", "corpus")}
+        audio = next(iter(inputs.values())).audio  # one conditioning for every input (checked at training)
+        found: dict[str, dict] = collections.defaultdict(dict)
+        embeddings, readable = {}, []
+        for path in paths if grouped else []:
+            try:
+                y = load_audio(path, sr=audio.sample_rate)
+                windows = audio_windows(y, audio)
+            except SpectroError:
+                continue
+            readable.append(path)
+            for name, f in grouped.items():
+                found[name][path] = recording_statistics(windows, f)
+            if rule == "pseudo":
+                embeddings[path] = embed(y, audio.sample_rate)
+        utterances = [Utterance(p, "inputs", p if rule == "pseudo" else "inputs", "unknown", "und") for p in readable]
+        groups = {}
+        for name, f in grouped.items():
+            settings = dataclasses.replace(f, normalise=dataclasses.replace(f.normalise, unknown_speakers="encoder"))
+            groups[name] = GroupStatistics(f.normalise.mode, {}, {}).extended(utterances, found[name], settings,
+                                                                             embeddings)
+        return cls(rule, groups, inputs)
+
+    def of(self, path: str, windows: list[Window]) -> tuple[dict, dict]:
+        """Per input, the statistics that normalise the file at `path`, and the record of its group."""
+        from .features import recording_statistics
+
+        statistics, record = {}, {"speakers": self.rule, "inputs": {}}
+        for name, f in self.inputs.items():
+            if name in self.groups and path in self.groups[name].assignment:
+                found = self.groups[name]
+                statistics[name] = found.of_recording(path)
+                record["inputs"][name] = {"group": found.assignment[path], "groups": len(found.groups),
+                                          "recordings": len(found.assignment), "guard": found.guard.get("inputs")}
+            else:  # no grouping for this input (normalise.mode none or utterance)
+                statistics[name] = None if f.normalise.mode == "none" else recording_statistics(windows, f)
+        return statistics, record
 
 
 class EnsemblePredictor:
@@ -255,9 +351,9 @@ class EnsemblePredictor:
     def predict(self, samples, sample_rate: int | None = None) -> Prediction:
         return self.combine([p.predict(samples, sample_rate) for p in self.predictors])
 
-    def predict_files(self, paths: Iterable[str | os.PathLike]) -> Iterator[Prediction]:
+    def predict_files(self, paths: Iterable[str | os.PathLike], *, speakers: str = "files") -> Iterator[Prediction]:
         paths = list(paths)
-        each = zip(*(p.predict_files(paths) for p in self.predictors))
+        each = zip(*(p.predict_files(paths, speakers=speakers) for p in self.predictors))
         return map(lambda results: self.combine(list(results)), each)
 
     def combine(self, results: list[Prediction]) -> Prediction:
@@ -267,8 +363,10 @@ class EnsemblePredictor:
         if failed is not None:
             return Prediction(failed.path, error=failed.error)
         mean = combine([np.array([r.probabilities[c] for c in self.classes]) for r in results], self.weights)
+        normalisation = {f"member {i + 1}": r.normalisation for i, r in enumerate(results) if r.normalisation}
         return Prediction(results[0].path, label=self.classes[int(mean.argmax())],
-                          probabilities={c: float(v) for c, v in zip(self.classes, mean)})
+                          probabilities={c: float(v) for c, v in zip(self.classes, mean)},
+                          normalisation=normalisation or None)
 
 
 def load_predictor(specs: Sequence[str | os.PathLike], **options) -> Predictor | EnsemblePredictor:

@@ -24,6 +24,7 @@ from .features import recording_statistics, window_arrays
 from .image_tree import save_window, window_file
 from .normalise import BandStatistics
 from .packed import write_all
+from .speakers import embed
 from .waveform_augment import augment_waveform, copy_rng
 
 
@@ -35,6 +36,7 @@ class Task:
     copy: int  # augmented copy number; 0 for the recording itself
     kind: str = "render"  # or "statistics": the recording's band statistics only
     statistics: BandStatistics | None = None  # of the recording's group, to render with domain normalisation
+    embed: bool = False  # a "statistics" task: also the recording's speaker embedding (spectro.speakers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Outcome:
     first_row: int = -1  # packed storage: where its windows went
     warnings: tuple[str, ...] = ()
     statistics: BandStatistics | None = None  # a "statistics" task's answer
+    embedding: np.ndarray | None = None  # and, if asked, the speaker embedding
     rejected: str | None = None  # the input cannot be used: why
     fault: str | None = None  # the machine stopped the job: disk full, read-only output, ...
 
@@ -122,7 +125,8 @@ def render(task: Task) -> Outcome:
         if problems and config.quality.action == "reject":
             return Outcome(task.index, rejected=f"{task.source}: {'; '.join(problems)}")
         if task.kind == "statistics":
-            return Outcome(task.index, statistics=recording_statistics(audio_windows(y, config.audio), config))
+            return Outcome(task.index, statistics=recording_statistics(audio_windows(y, config.audio), config),
+                           embedding=embed(y, config.audio.sample_rate) if task.embed else None)
         augment = None
         if task.copy:
             rng = copy_rng(task.key.split("/", 1)[1].removesuffix(f"__aug{task.copy}"), task.copy, _augmentation.seed)

@@ -84,12 +84,30 @@ def _evaluation_settings(report: dict) -> list[str]:
                      f"windows of {windows['duration']:g} s every {windows['hop']:g} s over each recording; "
                      "its probabilities are the mean of its windows' (as `spectro predict`)"))
     lines += [f"- **transductive:** {t}; test labels were read only to score" for t in report.get("transductive", [])]
+    if report.get("training_guard_fired"):
+        lines.append("- normalisation guard at training: fired on " + ", ".join(report["training_guard_fired"])
+                     + " (corpus statistics used there)")
+    if report.get("normalisation_overrides"):
+        lines.append(f"- test corpora rendered with {', '.join(report['normalisation_overrides'])} (the checkpoint's "
+                     "other settings unchanged)")
     if report.get("decision", "").startswith("among the classes present"):
         lines.append(f"- decision: {report['decision']} (probabilities renormalised over them)")
     val = report.get("validation")
     if val:
         lines.append(f"- validation (held-out speakers): accuracy {_pct(val['accuracy'])}%, UAR {_pct(val['uar'])}%")
     return lines
+
+
+def _grouping_note(name: str, input_name: str, record: dict) -> str:
+    """One line on how a test corpus's recordings were grouped for normalisation, and what the guard did."""
+    found = record["found_without_labels"]
+    note = (f"Normalisation ({input_name}): {record['mode']}, {record['groups']} group(s)"
+            + (f", {found} found without labels ({record['unknown_speakers']})" if found else ""))
+    for corpus, g in record["guard"].items():
+        value = "undefined" if g["value"] is None else f"{g['value']:.3f}"
+        note += (f"; guard on {corpus}: {g['statistic']} {value} against {g['threshold']:.3f}, "
+                 + ("**fired**: corpus statistics used" if g["fired"] else "quiet"))
+    return note + "."
 
 
 def _corpus_section(name: str, m: dict, classes: list[str]) -> list[str]:
@@ -107,6 +125,7 @@ def _corpus_section(name: str, m: dict, classes: list[str]) -> list[str]:
         lines.append(f"\nClasses absent from {name} and left out of the decision: {', '.join(m['classes_excluded'])}.")
     if m.get("rejected"):
         lines.append(f"\n{m['rejected']} unreadable file(s) rejected; see images/{name}/rejected.csv.")
+    lines += [f"\n{_grouping_note(name, inp, r)}" for inp, r in m.get("normalisation", {}).items()]
     lines.append(f"\n![confusion matrix](confusion_{name}.png)")
     return lines
 

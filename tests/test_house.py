@@ -10,7 +10,7 @@ PACKAGE = Path(spectro.__file__).parent
 
 # The pipeline's order, lowest first (DESIGN.md): a module may import modules of its own layer or below.
 LAYERS = [
-    {"errors", "fileio", "allocator", "registry", "metrics", "locks", "normalise"},
+    {"errors", "fileio", "allocator", "registry", "metrics", "locks", "speakers", "normalise"},
     {"corpora*", "features*", "models*", "synth"},
     {"config"},
     {"audio", "waveform_augment", "manifest", "leakage", "report", "ensemble_file"},

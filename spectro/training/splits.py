@@ -14,7 +14,8 @@ from ..corpora import class_names
 from ..data import ImageSet, as_sources, read_sources, speaker_split, tree_digests
 from ..errors import ConfigError
 from ..fileio import describe_path
-from ..image_tree import MANIFEST_FILE, SETTINGS_FILE, read_augmentation, read_feature_settings, read_image_manifest
+from ..image_tree import (MANIFEST_FILE, SETTINGS_FILE, read_augmentation, read_feature_settings, read_image_manifest,
+                          read_normalisation)
 from ..leakage import TrainingRecord
 from ..manifest import read_pseudo_labels
 from ..models import SINGLE_INPUT
@@ -33,6 +34,24 @@ class Splits:
     train_corpora: list[str]
     train_trees: list
     pseudo: dict = dataclasses.field(default_factory=dict)  # self-training: corpus -> pseudo-labelled count
+    normalisation: dict[str, dict] = dataclasses.field(default_factory=dict)  # input -> tree -> its groups, guard
+
+    @classmethod
+    def normalisation_of(cls, entries: list[dict[str, str]]) -> dict[str, dict[str, dict]]:
+        """Per input, each training tree's record of how its groups were formed (``read_normalisation``),
+        for the checkpoint: evaluation sets the guard's threshold from them. A guard that fired on a training
+        corpus is said in the log too."""
+        records: dict[str, dict[str, dict]] = {}
+        for name, tree in ((n, t) for e in entries for n, t in e.items()):
+            record = read_normalisation(tree)
+            if record is None:
+                continue
+            records.setdefault(name, {})[str(tree)] = record
+            for corpus, guard in record["guard"].items():
+                if guard["fired"]:
+                    log.warning("%s: the normalisation guard fired on corpus %s (%.3f > %.3f): its recordings were "
+                                "rendered with corpus statistics", tree, corpus, guard["value"], guard["threshold"])
+        return records
 
     @property
     def feature_label(self) -> str:
@@ -80,7 +99,7 @@ def build_splits(config: ExperimentConfig, *, progress: bool = True) -> Splits:
              ", ".join(sorted({u.speaker for u in val.utterances})))
     return Splits(classes, features, train, val, tests, record, sorted({u.corpus for u in train_utts}),
                   [next(iter(e.values())) if len(e) == 1 else e for e in present],
-                  dict(Counter(u.corpus for _, u in pseudo)))
+                  dict(Counter(u.corpus for _, u in pseudo)), Splits.normalisation_of(present))
 
 
 def _present_entries(config: ExperimentConfig) -> list[dict[str, str]]:

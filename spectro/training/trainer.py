@@ -99,7 +99,7 @@ class Run:
                 "transductive": (self.domain.transductive if self.domain is not None else []) + [
                     f"self-training on {n} pseudo-labelled recording(s) of {corpus}'s unlabelled audio"
                     for corpus, n in self.splits.pseudo.items()],
-                "pseudo_labelled": self.splits.pseudo,
+                "pseudo_labelled": self.splits.pseudo, "normalisation": self.splits.normalisation,
                 "config": to_dict(self.config), "inputs": {n: to_dict(f) for n, f in self.splits.features.items()},
                 "versions": _versions()}
 
