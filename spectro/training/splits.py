@@ -14,8 +14,14 @@ from ..corpora import class_names
 from ..data import ImageSet, as_sources, read_sources, speaker_split, tree_digests
 from ..errors import ConfigError
 from ..fileio import describe_path
-from ..image_tree import (MANIFEST_FILE, SETTINGS_FILE, read_augmentation, read_feature_settings, read_image_manifest,
-                          read_normalisation)
+from ..image_tree import (
+    MANIFEST_FILE,
+    SETTINGS_FILE,
+    read_augmentation,
+    read_feature_settings,
+    read_image_manifest,
+    read_normalisation,
+)
 from ..leakage import TrainingRecord
 from ..manifest import read_pseudo_labels
 from ..models import SINGLE_INPUT
