@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,11 +69,11 @@ def augmented_tree(study: Path, specs, classes: str) -> list[str]:
     return out
 
 
-def recipe_ensemble(work: Path) -> tuple[Path, bool]:
+def recipe_ensemble(folder: Path, prefix: str = "ensemble") -> tuple[Path, bool]:
     """The ensemble file the recipe evaluated, and whether with AdaBN (as crosscorpus.sh chooses)."""
-    plain, adabn = (json.loads((work / f).read_text())["chosen_by"]["uar"] for f in ("ensemble.json",
-                                                                                   "ensemble_adabn.json"))
-    return (work / "ensemble_adabn.json", True) if adabn > plain else (work / "ensemble.json", False)
+    plain, adabn = folder / f"{prefix}.json", folder / f"{prefix}_adabn.json"
+    uar = [json.loads(f.read_text())["chosen_by"]["uar"] for f in (plain, adabn)]
+    return (adabn, True) if uar[1] > uar[0] else (plain, False)
 
 
 def self_training(study: Path, work: Path, *, teacher: Path, adabn: bool, corpus: tuple[str, str],
@@ -87,15 +86,16 @@ def self_training(study: Path, work: Path, *, teacher: Path, adabn: bool, corpus
     return train_cnn(study, work, run, extra=[*train.pop("extra", []), "--set", pseudo], **train)
 
 
-def teacher_file(study: Path, members: list[Path], weights_from: Path, out: Path) -> Path:
-    """An ensemble file of `members` with the weights `weights_from` chose (for the stand-ins' own use)."""
-    from spectro.ensemble_file import Member, read_ensemble, write_ensemble
-
-    if not out.is_file():
-        chosen = read_ensemble([weights_from])
-        write_ensemble(out, [Member(str(m), w.weight) for m, w in zip(members, chosen.members)],
-                       classes=json.loads(weights_from.read_text())["classes"], chosen_by={"from": str(weights_from)})
-    return out
+def teacher_stand_in(study: Path, work: Path, held: tuple[str, str]) -> tuple[Path, bool]:
+    """The recipe's stand-in ensemble (its CNN and SVM stand-ins), weights chosen on the held-out corpus as
+    crosscorpus.sh chooses them, without and with AdaBN; the better of the two, and whether with AdaBN."""
+    members = [work / "checkpoints" / f"{m}_stand_in" / "best.pt" for m in ("cnn", "svm")]
+    for adabn in ("", "_adabn"):
+        out = study / f"teacher_stand_in{adabn}.json"
+        if not out.is_file():
+            spectro("ensemble", *members, "--validation", f"{held[0]}={held[1]}", *(["--adabn"] if adabn else []),
+                    "--out", out)
+    return recipe_ensemble(study, prefix="teacher_stand_in")
 
 
 def evaluate(study: Path, checkpoint: Path, name: str, test: tuple[str, str], *extra) -> dict:
@@ -105,7 +105,7 @@ def evaluate(study: Path, checkpoint: Path, name: str, test: tuple[str, str], *e
     return json.loads((out / "report.json").read_text())["corpora"][test[0]]
 
 
-def finals(study: Path, work: Path, rows: dict, *, specs, test: tuple[str, str], classes: str, copies) -> None:
+def finals(study: Path, work: Path, rows: dict, *, specs, test: tuple[str, str], classes: str) -> None:
     """Every lever whose stand-in validated better than the recipe's, trained on every training corpus (the
     adversary on the test corpus's unlabelled audio), and scored on the test corpus, alone and with AdaBN."""
     names, baseline = [n for n, _ in specs], rows["recipe CNN (DANN)"]
@@ -153,6 +153,8 @@ def main() -> int:
     parser.add_argument("--test", required=True, metavar="NAME=PATH")
     parser.add_argument("--classes", default="4")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--loco-only", action="store_true",
+                        help="stop after the LOCO-T rows (they need only the recipe's stand-ins)")
     args = parser.parse_args()
     specs = [tuple(s.split("=", 1)) for s in args.train]
     names, held = [n for n, _ in specs], specs[-1]
@@ -169,28 +171,24 @@ def main() -> int:
     import torch
 
     rows["+ LP-FT + WiSE-FT"] = torch.load(wise, weights_only=True)["wise_ft"]["chosen_by"]["uar"]
-    copies = augmented_tree(study, specs[:-1], args.classes)
-    rows["+ randomisation (copies + VTLP)"] = train_cnn(
-        study, work, "random_stand_in", extra=["--set", f"data.train_augmented=[{','.join(copies)}]", "--set",
-                                               "augment.vtlp_p=0.5"], **stand)["validation"]["uar"]
-    while not (work / "ensemble_adabn.json").is_file():  # the recipe's stand-ins and weights, still being made
-        time.sleep(60)
     baseline = json.loads((work / "checkpoints" / "cnn_stand_in" / "summary.json").read_text())
     rows["recipe CNN (DANN)"] = baseline["validation"]["uar"]
-    chosen, adabn = recipe_ensemble(work)
-    teacher = teacher_file(study, [work / "checkpoints" / "cnn_stand_in" / "best.pt",
-                                   work / "checkpoints" / "svm_stand_in" / "best.pt"], chosen,
-                           study / "teacher_stand_in.json")
+    teacher, adabn = teacher_stand_in(study, work, held)
     for threshold in THRESHOLDS:
         rows[f"+ self-training, threshold {threshold}"] = self_training(
             study, work, teacher=teacher, adabn=adabn, corpus=held, target_tree=work / "images" / "mel" / held[0],
             threshold=threshold, run=f"self{threshold}_stand_in", **stand)["validation"]["uar"]
+    copies = augmented_tree(study, specs[:-1], args.classes)
+    rows["+ randomisation (copies + VTLP)"] = train_cnn(
+        study, work, "random_stand_in", extra=["--set", f"data.train_augmented=[{','.join(copies)}]", "--set",
+                                               "augment.vtlp_p=0.5"], **stand)["validation"]["uar"]
     print("\nLOCO-T (validation UAR on all of", held[0], "):")
     for name, uar in rows.items():
         print(f"  {name:<40} {uar:.3f}")
     (study / "loco_t.json").write_text(json.dumps(rows, indent=2))
-    finals(study, work, rows, specs=specs, test=tuple(args.test.split("=", 1)), classes=args.classes,
-           copies=copies)
+    if args.loco_only:
+        return 0
+    finals(study, work, rows, specs=specs, test=tuple(args.test.split("=", 1)), classes=args.classes)
     return 0
 
 
