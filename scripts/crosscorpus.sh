@@ -53,13 +53,25 @@ work=${work:-crosscorpus/${classes//,/_}}
 quiet=(); [ -t 1 ] || quiet=(--quiet)
 case $classes in *,*) class_setting="[$classes]" ;; *) class_setting=$classes ;; esac
 
-# 1. pictures and statistics of every corpus
-for spec in "${train[@]}" "${test[@]}"; do
-  name=${spec%%=*}
-  "$SPECTRO" images --corpus "$spec" "${options[@]}" --config $root/configs/features_crosscorpus_mel.yaml \
-    --out "$work/images/mel/$name" "${quiet[@]}"
-  "$SPECTRO" images --corpus "$spec" "${options[@]}" --config $root/configs/features_crosscorpus_stats.yaml \
-    --out "$work/images/stats/$name" "${quiet[@]}"
+# 1. pictures and statistics of every corpus: the training corpora first, since the normalisation guard
+#    judges a test corpus's speakers against theirs (normalise.guard_reference: the highest value of the
+#    training corpora's speakers, as evaluate and predict take it from the model)
+render() {  # SPEC FEATURE [--set ...]
+  local spec=$1 feature=$2; shift 2
+  "$SPECTRO" images --corpus "$spec" "${options[@]}" --config $root/configs/features_crosscorpus_$feature.yaml \
+    --out "$work/images/$feature/${spec%%=*}" "${quiet[@]}" "$@"
+}
+guard_reference() {  # FEATURE: the training trees' highest guard value, or nothing where they recorded none
+  local trees=(); for spec in "${train[@]}"; do trees+=("$work/images/$1/${spec%%=*}/normalisation.json"); done
+  python3 -c 'import json, sys
+values = [g["value"] for path in sys.argv[1:] for g in json.load(open(path)).get("guard", {}).values()
+          if g["value"] is not None and not g["fired"]]
+print(f"{max(values):.4f}" if values else "")' "${trees[@]}"
+}
+for feature in mel stats; do
+  for spec in "${train[@]}"; do render "$spec" $feature; done
+  reference=$(guard_reference $feature)
+  for spec in "${test[@]}"; do render "$spec" $feature ${reference:+--set normalise.guard_reference=$reference}; done
 done
 trees() { local out=""; for spec in "${train[@]}"; do out+="$work/images/$1/${spec%%=*},"; done; echo "[${out%,}]"; }
 

@@ -137,10 +137,14 @@ class NormaliseConfig:
     encoder_threshold: float = ENCODER_THRESHOLD  # unknown_speakers: encoder; cosine distance that cuts clusters
     # With mode speaker: where a corpus's groups hold more of the band-mean variance than balanced speakers do
     # (spectro.normalise.guarded), they probably each carry one emotion; fallback gives that corpus corpus
-    # statistics. It changes nothing for balanced corpora (RAVDESS, TESS, EMO-DB), so it is on by default.
+    # statistics. Judged against the training corpora's speakers (guard_reference) it changes nothing for
+    # balanced corpora (RAVDESS, TESS, EMO-DB), so it is on by default; judged alone, EMO-DB's log-mel fires it.
     guard: Literal["fallback", "none"] = "fallback"
     guard_threshold: float | None = None  # None: from guard_reference, else the one calibrated for the feature
-    guard_reference: float | None = None  # the training corpora's value; evaluate and predict set it from the model
+    # The training corpora's value; evaluate and predict set it from the model, crosscorpus.sh from the training
+    # trees. Left out of comparisons: it only decides whether the guard fires, which normalisation.json records,
+    # so a test tree made with it is still a tree made with the training settings.
+    guard_reference: float | None = dataclasses.field(default=None, compare=False)
     range_sd: float = 3.0  # pictures: mean -/+ range_sd standard deviations span black to white
 
     def validate(self) -> None:

@@ -296,6 +296,11 @@ def test_the_recipe_script_runs_from_corpus_folders_to_a_report_and_a_rerun_redo
     assert scores["corpora"]["german"]["uar"] > 0.5  # four classes: a constant answer scores 0.25
     text = report.read_text()
     assert "transductive" in text and "speaker" in text  # the test corpus's own statistics, said in the report
+    guards = {name: json.loads((tmp_path / "out" / "images" / "mel" / name / "normalisation.json").read_text())[
+        "guard"] for name in ("synth", "tess", "folder")}
+    reference = max(g["value"] for name in ("synth", "tess") for g in guards[name].values())
+    # the test corpus's speakers are judged against the training corpora's, as evaluate judges them
+    assert guards["folder"]["german"]["threshold"] == round(1.72 * round(reference, 4), 4)
     ensemble = json.loads((tmp_path / "out" / "ensemble.json").read_text())
     assert [Path(m["checkpoint"]).parent.name for m in ensemble["members"]] == ["cnn", "svm"]  # not the stand-ins
     assert ensemble["chosen_by"]["corpora"] == ["tess"]  # weights chosen on the held-out training corpus
