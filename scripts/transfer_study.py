@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SPECTRO = os.environ.get("SPECTRO", f"{sys.executable} -m spectro").split()
 THRESHOLDS = (0.5, 0.7)
+WISE_STEP = 0.2  # alphas 0, 0.2, ..., 1, each scored with both BatchNorm choices on all of the held-out corpus
 RANDOMISATION = ["--set", "augment.copies=1", "--set", "augment.speed_p=0.5", "--set", "augment.reverb_p=0.3",
                  "--set", "augment.channel_p=0.3"]
 
@@ -117,8 +118,8 @@ def finals(study: Path, work: Path, rows: dict, *, specs, test: tuple[str, str],
         wise = study / "wise.pt"
         if not wise.is_file():
             spectro("interpolate", study / "checkpoints" / "lpft_stand_in" / "best.pt", "--validation",
-                    f"{specs[-1][0]}={specs[-1][1]}", "--bn", "interpolate", "reestimate", "--apply-to",
-                    study / "checkpoints" / "lpft" / "best.pt", "--out", wise)
+                    f"{specs[-1][0]}={specs[-1][1]}", "--bn", "interpolate", "reestimate", "--step", WISE_STEP,
+                    "--apply-to", study / "checkpoints" / "lpft" / "best.pt", "--out", wise)
         results["LP-FT + WiSE-FT"] = wise
     if rows["+ randomisation (copies + VTLP)"] > baseline:
         all_copies = augmented_tree(study, specs, classes)
@@ -167,7 +168,7 @@ def main() -> int:
     wise = study / "wise_stand_in.pt"
     if not wise.is_file():
         spectro("interpolate", study / "checkpoints" / "lpft_stand_in" / "best.pt", "--validation",
-                f"{held[0]}={held[1]}", "--bn", "interpolate", "reestimate", "--out", wise)
+                f"{held[0]}={held[1]}", "--bn", "interpolate", "reestimate", "--step", WISE_STEP, "--out", wise)
     import torch
 
     rows["+ LP-FT + WiSE-FT"] = torch.load(wise, weights_only=True)["wise_ft"]["chosen_by"]["uar"]
