@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECTRO = os.environ.get("SPECTRO", f"{sys.executable} -m spectro").split()
-THRESHOLDS = (0.5, 0.7)
+THRESHOLDS = (0.5, 0.7)  # the self-training confidence thresholds tried (--thresholds)
 WISE_STEP = 0.2  # alphas 0, 0.2, ..., 1, each scored with both BatchNorm choices on all of the held-out corpus
 RANDOMISATION = ["--set", "augment.copies=1", "--set", "augment.speed_p=0.5", "--set", "augment.reverb_p=0.3",
                  "--set", "augment.channel_p=0.3"]
@@ -154,6 +154,8 @@ def main() -> int:
     parser.add_argument("--test", required=True, metavar="NAME=PATH")
     parser.add_argument("--classes", default="4")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS,
+                        help="self-training confidence thresholds to try (the best on the held-out corpus is kept)")
     parser.add_argument("--loco-only", action="store_true",
                         help="stop after the LOCO-T rows (they need only the recipe's stand-ins)")
     args = parser.parse_args()
@@ -175,7 +177,7 @@ def main() -> int:
     baseline = json.loads((work / "checkpoints" / "cnn_stand_in" / "summary.json").read_text())
     rows["recipe CNN (DANN)"] = baseline["validation"]["uar"]
     teacher, adabn = teacher_stand_in(study, work, held)
-    for threshold in THRESHOLDS:
+    for threshold in args.thresholds:
         rows[f"+ self-training, threshold {threshold}"] = self_training(
             study, work, teacher=teacher, adabn=adabn, corpus=held, target_tree=work / "images" / "mel" / held[0],
             threshold=threshold, run=f"self{threshold}_stand_in", **stand)["validation"]["uar"]
