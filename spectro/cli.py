@@ -217,7 +217,9 @@ def cmd_interpolate(args) -> int:
 def cmd_pseudo_label(args) -> int:
     from .pseudo_label import pseudo_label
 
-    record = pseudo_label(args.models, args.out, threshold=args.threshold, balanced=not args.unbalanced,
+    threshold = 0.8 if args.threshold is None and args.fraction is None else args.threshold
+    record = pseudo_label(args.models, args.out, threshold=threshold, fraction=args.fraction,
+                          balanced=not args.unbalanced,
                           adabn=args.adabn, device=args.device, corpora=args.corpus,
                           image_trees=_named_trees(args.images), corpus_options=_corpus_options(args.corpus_option),
                           workers=args.workers, progress=not args.quiet)
@@ -737,7 +739,11 @@ def _add_pseudo_label(sub) -> None:
                                  "read); repeatable")
     p.add_argument("--images", action="append", default=[], metavar="NAME=DIR",
                    help="an existing tree made with the (single) model's settings; repeatable")
-    p.add_argument("--threshold", type=float, default=0.8, help="the top probability a recording must reach")
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument("--threshold", type=float, help="the top probability a recording must reach (default: 0.8)")
+    chosen.add_argument("--fraction", type=float,
+                        help="instead, keep the most confident FRACTION of the recordings predicted as each class "
+                             "(class-balanced self-training; for a teacher whose probabilities are not calibrated)")
     p.add_argument("--unbalanced", action="store_true",
                    help="keep every confident recording, not the same number per class")
     p.add_argument("--adabn", action="store_true",

@@ -3,7 +3,8 @@
 Self-training on the corpus to be scored is transductive: the target's audio is used, its labels never.
 Every recording of the target corpus is scored, whatever emotion its files are named for, because an
 unlabelled corpus says nothing about which recordings belong to the classes; those whose top probability
-reaches `threshold` are kept, the same number per class (the most confident ones), so that the student
+reaches `threshold` (or, with `fraction`, the most confident share of those predicted as each class) are kept,
+the same number per class (the most confident ones), so that the student
 is not taught the teacher's bias towards one class. The CSV that is written names each recording's
 source path, its pseudo-label and its confidence; ``data.pseudo`` in a training config adds those
 recordings, from a tree of the target rendered with the student's own settings, to its training data.
@@ -74,25 +75,41 @@ def member_probabilities(checkpoint: str | Path, image_dir: Path, *, adabn: bool
     return {u.path: p for (_, u), p in zip(rows, probabilities)}, list(state["classes"])
 
 
-def choose(probabilities: np.ndarray, *, threshold: float, balanced: bool = True) -> np.ndarray:
-    """Which recordings to keep: top probability >= `threshold`, and, `balanced`, the most confident n of each
-    class, n the smallest count among the classes with any (a class none reaches is left without)."""
-    if not 0 <= threshold <= 1:
+def choose(probabilities: np.ndarray, *, threshold: float | None = None, fraction: float | None = None,
+           balanced: bool = True) -> np.ndarray:
+    """Which recordings to keep: top probability >= `threshold`, or, with `fraction`, the most confident
+    `fraction` of the recordings predicted as each class (class-balanced self-training, Zou et al., ECCV 2018:
+    a per-class confidence quantile, which needs no calibrated teacher: an ensemble under domain shift may
+    never reach 0.5); then, `balanced`, the most confident n of each class, n the smallest count among the
+    classes with any (a class none reaches is left without)."""
+    if (threshold is None) == (fraction is None):
+        raise ConfigError("give one of threshold and fraction")
+    if threshold is not None and not 0 <= threshold <= 1:
         raise ConfigError(f"threshold={threshold} must be in [0, 1]")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ConfigError(f"fraction={fraction} must be in (0, 1]")
     label, confidence = probabilities.argmax(1), probabilities.max(1)
-    keep = confidence >= threshold
+    if fraction is None:
+        keep = confidence >= threshold
+        per_class = None
+    else:
+        keep, per_class = np.ones_like(confidence, dtype=bool), {c: int(np.ceil(fraction * n))
+                                                                 for c, n in Counter(label.tolist()).items()}
     if balanced and keep.any():
-        n = min(c for c in Counter(label[keep].tolist()).values())
+        per_class = dict.fromkeys(np.unique(label[keep]).tolist(), min(
+            (per_class or Counter(label[keep].tolist())).values()))
+    if per_class:
         kept = np.zeros_like(keep)
-        for c in np.unique(label[keep]):
+        for c, n in per_class.items():
             ranked = np.flatnonzero(keep & (label == c))
             kept[ranked[np.argsort(-confidence[ranked], kind="stable")[:n]]] = True
         keep = kept
     return keep
 
 
-def pseudo_label(models: Sequence[str | Path], out: str | Path, *, threshold: float, balanced: bool = True,
-                 adabn: bool = False, device: str = "auto", **sources) -> dict:
+def pseudo_label(models: Sequence[str | Path], out: str | Path, *, threshold: float | None = None,
+                 fraction: float | None = None, balanced: bool = True, adabn: bool = False, device: str = "auto",
+                 **sources) -> dict:
     """Score every target recording with the model or ensemble, choose (`choose`) and write the CSV and its
     record (``<out>.json``); returns the record."""
     out = Path(out)
@@ -103,14 +120,15 @@ def pseudo_label(models: Sequence[str | Path], out: str | Path, *, threshold: fl
     classes = scored[0][1]
     paths = [p for p in scored[0][0] if all(p in s for s, _ in scored)]
     probabilities = combine([np.stack([s[p] for p in paths]) for s, _ in scored], [m.weight for m in ensemble.members])
-    keep = choose(probabilities, threshold=threshold, balanced=balanced)
+    keep = choose(probabilities, threshold=threshold, fraction=fraction, balanced=balanced)
     with atomic_open(out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for path, p, k in zip(paths, probabilities, keep):
             writer.writerow([path, classes[int(p.argmax())], f"{p.max():.6f}", int(k)])
     counts = Counter(classes[int(p.argmax())] for p, k in zip(probabilities, keep) if k)
-    record = {"models": [str(m) for m in models], "threshold": threshold, "balanced": balanced, "adabn": adabn,
+    record = {"models": [str(m) for m in models], "threshold": threshold, "fraction": fraction,
+              "balanced": balanced, "adabn": adabn,
               "scored": len(paths), "kept": int(keep.sum()), "per_class": {c: counts.get(c, 0) for c in classes}}
     with atomic_open(out.with_suffix(".json")) as handle:
         json.dump(record, handle, indent=2)

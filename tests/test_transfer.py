@@ -196,3 +196,24 @@ def test_vtlp_warps_training_pictures_only_and_replays_from_its_generator(trees,
     assert calls == []
     loop.train_one_epoch(run, 0)
     assert len(calls) == len(loop.EpochSampler(run.splits.train.n_windows, 4, seed=0).batches)
+
+
+def test_class_balanced_fractions_keep_each_class_s_most_confident_share_even_from_a_flat_teacher():
+    from spectro.errors import ConfigError
+    from spectro.pseudo_label import choose
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 40 + [1] * 20 + [2] * 10)  # what the teacher predicts, unevenly
+    flat = np.full((70, 3), 0.3)
+    flat[np.arange(70), labels] = 0.4 - rng.uniform(0, 0.05, 70)  # never confident: top probability < 0.4
+    assert not choose(flat, threshold=0.5).any()
+    unbalanced = choose(flat, fraction=0.5, balanced=False)
+    assert [int(unbalanced[labels == c].sum()) for c in range(3)] == [20, 10, 5]
+    for c in range(3):  # the kept ones are each class's most confident
+        assert flat[unbalanced & (labels == c), c].min() >= flat[~unbalanced & (labels == c), c].max()
+    balanced = choose(flat, fraction=0.5)
+    assert [int(balanced[labels == c].sum()) for c in range(3)] == [5, 5, 5] and not (balanced & ~unbalanced).any()
+    with pytest.raises(ConfigError):
+        choose(flat, threshold=0.5, fraction=0.5)
+    with pytest.raises(ConfigError):
+        choose(flat, fraction=0)
