@@ -8,7 +8,7 @@ the last, validated on all of the last: LOCO-T), beside the recipe's own stand-i
   - acoustic randomisation: augmented copies of the training recordings (speed, rooms, channels, beside
     noise, pitch, tempo and gain) and VTLP on the pictures;
   - self-training: the recipe's stand-in ensemble labels the held-out corpus's audio (its labels unread),
-    the confident recordings, class-balanced, train a new stand-in; threshold and rounds chosen there.
+    the confident recordings, class-balanced, train a new stand-in; the share kept chosen there (one round).
 A lever whose stand-in validates better than the recipe's is then trained on every training corpus
 (adversary and self-training on the test corpus's unlabelled audio, as the recipe does) and scored on the
 test corpus; nothing is chosen on it. Resumable: every step is skipped when its output exists.
