@@ -157,6 +157,12 @@ class NormaliseConfig:
                  self.guard_reference, "must lie between -1 and 1 (an intraclass correlation)")
         _require(self.range_sd > 0, "normalise.range_sd", self.range_sd, "must be positive")
 
+    @property
+    def grouped(self) -> bool:
+        """Whether a recording's statistics pool a group of recordings (its speaker's or its corpus's), so that
+        which recordings are rendered together changes the pictures."""
+        return self.mode in ("speaker", "corpus")
+
 
 @dataclasses.dataclass
 class QualityConfig:

@@ -203,7 +203,9 @@ def member_inputs(state: dict, opts: Options) -> dict[str, FeatureConfig]:
 
 def _render_corpora(inputs: dict[str, FeatureConfig], classes: list[str], mapping: dict, image_dir: Path,
                     opts: Options) -> dict[str, TestSet]:
-    """Each corpus rendered with every input's settings under `image_dir` (resumable)."""
+    """Each corpus rendered with every input's settings under `image_dir` (resumable). Where statistics pool a
+    speaker's or a corpus's recordings, all of its recordings are rendered, as `spectro images` renders a tree:
+    pooling only those of the model's classes would let the test labels choose the statistics."""
     single = list(inputs) == [SINGLE_INPUT]
     scans = scan_corpora(list(opts.corpora), opts.corpus_options)
     names = [scan.corpus for scan in scans] + list(opts.image_trees)
@@ -217,8 +219,9 @@ def _render_corpora(inputs: dict[str, FeatureConfig], classes: list[str], mappin
         rejected, paths, digests, normalisation = set(), {}, {}, {}
         for name, features in inputs.items():
             tree = image_dir / scan.corpus if single else image_dir / name / scan.corpus
-            result = build_image_dataset(kept, tree, features, workers=opts.workers, progress=opts.progress)
-            rejected |= {u.path for u, _ in result.rejected}
+            result = build_image_dataset(scan.utterances if features.normalise.grouped else kept, tree, features,
+                                         workers=opts.workers, progress=opts.progress)
+            rejected |= {u.path for u, _ in result.rejected} & {u.path for u in kept}
             paths[name] = {u.path: tree / recording_key(u) for u in kept}
             digests |= read_tree_digests(tree)
             normalisation[name] = read_normalisation(tree)
@@ -286,7 +289,7 @@ def _report_header(members: Sequence[Member], scored: Sequence[MemberScores], op
     audio = inputs[0].audio
     single = len(members) == 1
     transductive = [f"{f.normalise.mode} normalisation with statistics from each test corpus's own unlabelled audio"
-                    for f in inputs if f.normalise.mode in ("speaker", "corpus")]
+                    for f in inputs if f.normalise.grouped]
     if opts.adabn:
         transductive.append("AdaBN: BatchNorm statistics re-estimated on each test corpus's unlabelled audio")
     transductive += [t for s in scored for t in s.state.get("transductive", [])]  # recorded at training

@@ -162,7 +162,7 @@ def _check_job(config: FeatureConfig, storage: str, shard: Shard | None, picture
     if storage == "packed" and not picture:
         raise ConfigError(f"--format packed stores pictures; feature {config.feature!r} makes matrices, which are "
                           ".npy files that training reads as they are")
-    if shard is not None and config.normalise.mode in ("speaker", "corpus"):
+    if shard is not None and config.normalise.grouped:
         raise ConfigError(f"--shard cannot render normalise.mode={config.normalise.mode!r}: the statistics of a group "
                           "need all of its recordings in one job; render such a tree without --shard (or one tree "
                           "per corpus on each machine)")
@@ -313,7 +313,7 @@ class _Job:
         """Band statistics of every recording's speaker or corpus: from the tree, or from a first pass
         over the recordings it has not seen (which may only form new groups)."""
         settings = self.config.normalise
-        if settings.mode not in ("speaker", "corpus"):
+        if not settings.grouped:
             return None
         path = self.out_dir / NORMALISATION_FILE
         saved = (GroupStatistics.from_dict(json.loads(path.read_text())) if path.is_file()

@@ -136,16 +136,16 @@ class Predictor:
 
         self._reference_paths = list(paths)
         self.reference = {name: pooled(recording_statistics(prepare_windows(p, f.audio), f) for p in paths)
-                          for name, f in self.inputs.items() if paths and f.normalise.mode in ("speaker", "corpus")}
+                          for name, f in self.inputs.items() if paths and f.normalise.grouped}
         per_file = [n for n, f in self.inputs.items()
-                    if f.normalise.mode in ("speaker", "corpus") and n not in self.reference]
+                    if f.normalise.grouped and n not in self.reference]
         if per_file:
             log.warning("the model was trained with %s normalisation; without reference recordings each recording "
                         "is normalised with its own statistics", self.inputs[per_file[0]].normalise.mode)
 
     def _normalisation(self) -> dict | None:
         """The record of how a recording is normalised without grouping (speakers "files")."""
-        grouped = [f for f in self.inputs.values() if f.normalise.mode in ("speaker", "corpus")]
+        grouped = [f for f in self.inputs.values() if f.normalise.grouped]
         if not grouped:
             return None
         return {"speakers": "files", "statistics": f"pooled over {len(self._reference_paths)} reference recording(s)"
@@ -293,7 +293,7 @@ class InputGroups:
         from .normalise import GroupStatistics
         from .speakers import embed
 
-        grouped = {n: f for n, f in inputs.items() if f.normalise.mode in ("speaker", "corpus")}
+        grouped = {n: f for n, f in inputs.items() if f.normalise.grouped}
         audio = next(iter(inputs.values())).audio  # one conditioning for every input (checked at training)
         found: dict[str, dict] = collections.defaultdict(dict)
         embeddings, readable = {}, []

@@ -123,6 +123,36 @@ def test_a_normalised_model_is_evaluated_transductively_and_says_so(synth_corpus
     assert sorted(statistics["groups"]) == ["speaker:synth-b01f", "speaker:synth-b02m"]  # the test speakers' own
 
 
+def test_a_model_of_fewer_classes_normalises_a_corpus_with_all_its_recordings(synth_corpus, tmp_path):
+    """A 3-class model scores a 4-emotion corpus: the speakers' statistics still pool every recording, as a tree
+    from `spectro images` does, so the labels of the recordings it leaves out never choose the statistics."""
+    config = from_dict(FeatureConfig, SPEAKER_NORM)
+    build_image_dataset(scan_corpus("synth", synth_corpus / "synth-a").utterances, tmp_path / "tree", config,
+                        workers=1, progress=False)
+    from spectro.training import Trainer
+
+    Trainer(from_dict(ExperimentConfig, {
+        "data": {"train": [str(tmp_path / "tree")], "classes": ["neutral", "happy", "sad"],
+                 "val_speakers": ["synth-a02m"]},
+        "model": {"name": "tiny_efficientnet", "pretrained": False}, "train": {"epochs": 1, "batch_size": 8},
+        "run": {"name": "three", "checkpoint_dir": str(tmp_path / "ck"), "log_dir": str(tmp_path / "runs")}}),
+        progress=False).fit()
+    checkpoint = tmp_path / "ck" / "three" / "best.pt"
+    whole = build_image_dataset(scan_corpus("synth", synth_corpus / "synth-b").utterances, tmp_path / "whole",
+                                config, workers=1, progress=False).out_dir
+    rendered = evaluate_checkpoint(checkpoint, tmp_path / "eval", corpora=[("synth", str(synth_corpus / "synth-b"))],
+                                   workers=1, progress=False, n_bootstrap=10)
+    read = evaluate_checkpoint(checkpoint, tmp_path / "eval_tree", image_trees={"synth": str(whole)}, workers=1,
+                               progress=False, n_bootstrap=10)
+    assert rendered["corpora"]["synth"]["n"] == 12  # the angry recordings are not scored...
+    statistics = [json.loads((tree / "normalisation.json").read_text())
+                  for tree in (tmp_path / "eval" / "images" / "synth", whole)]
+    assert statistics[0]["groups"] == statistics[1]["groups"]  # ...but their audio joins their speakers' statistics
+    by_tree = _predictions(tmp_path / "eval_tree")
+    for path, probabilities in _predictions(tmp_path / "eval").items():
+        np.testing.assert_allclose(probabilities, by_tree[path], atol=1e-6)
+
+
 # --------------------------------------------------------------------------- ensembles
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory, synth_corpus):

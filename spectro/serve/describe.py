@@ -59,7 +59,7 @@ def _transductive(predictor: Predictor) -> list[str]:
     steps = list(predictor.checkpoint.get("transductive", []))
     for name, features in predictor.inputs.items():
         mode = features.normalise.mode
-        if mode in ("speaker", "corpus"):
+        if features.normalise.grouped:
             whose = "the reference recordings'" if name in predictor.reference else "each recording's own"
             steps.append(f"{mode} normalisation of input {name!r} with {whose} unlabelled statistics")
     return steps
