@@ -30,6 +30,7 @@ from .fileio import atomic_open
 from .image_tree import read_feature_settings, read_image_manifest
 from .images import build_image_dataset
 from .manifest import PSEUDO_COLUMNS as COLUMNS, scan_corpora
+from .normalise import relative_guard
 from .scoring import adapt_batchnorm, batchnorm_layers, predict_proba, resolve_device, scoring_autocast
 
 
@@ -40,8 +41,9 @@ def target_recordings(checkpoint: str | Path, state: dict, image_dir: Path, *, c
     corpora rendered with its feature settings, with no label selection, and trees made with them."""
     if len(state["inputs"]) != 1:
         raise ConfigError(f"{checkpoint} reads several inputs; pseudo-labelling scores single-input members")
-    (settings,) = state["inputs"].values()
-    features = from_dict(FeatureConfig, settings)
+    ((name, settings),) = state["inputs"].items()
+    # the target's speakers judged by the guard against the training corpora's, as evaluate judges them
+    features = relative_guard(from_dict(FeatureConfig, settings), state.get("normalisation", {}).get(name, {}).values())
     rows = []
     for scan in scan_corpora(list(corpora), corpus_options):
         tree = image_dir / scan.corpus

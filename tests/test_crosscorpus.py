@@ -121,6 +121,12 @@ def test_a_normalised_model_is_evaluated_transductively_and_says_so(synth_corpus
     assert "**transductive:** speaker normalisation" in (tmp_path / "eval" / "report.md").read_text()
     statistics = json.loads((tmp_path / "eval" / "images" / "synth" / "normalisation.json").read_text())
     assert sorted(statistics["groups"]) == ["speaker:synth-b01f", "speaker:synth-b02m"]  # the test speakers' own
+    from spectro.pseudo_label import pseudo_label
+
+    pseudo_label([checkpoint], tmp_path / "pseudo.csv", fraction=0.5, image_trees={}, corpus_options=None,
+                 corpora=[("synth", str(synth_corpus / "synth-b"))], workers=1, progress=False)
+    pseudo = json.loads((tmp_path / "pseudo.images" / "member1" / "synth" / "normalisation.json").read_text())
+    assert pseudo["guard"] == statistics["guard"]  # the teacher judges the target's speakers as evaluate does
 
 
 def test_a_model_of_fewer_classes_normalises_a_corpus_with_all_its_recordings(synth_corpus, tmp_path):
